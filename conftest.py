@@ -1,0 +1,1 @@
+pytest_plugins = ["notify_common.testing.pytest_plugin"]

@@ -1,0 +1,1 @@
+"""Shared code of every Notify service. Services never import each other; they import this."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: SQLAlchemy 2 models, engine and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every service: client config, producer, topics, consumer runner."""

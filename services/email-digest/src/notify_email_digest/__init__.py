@@ -1,0 +1,1 @@
+"""Notify email-digest: immediate critical email, the daily digest, the daily quota."""

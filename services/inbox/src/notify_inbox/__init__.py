@@ -1,0 +1,1 @@
+"""Notify inbox service."""

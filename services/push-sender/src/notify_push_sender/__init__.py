@@ -1,0 +1,1 @@
+"""Notify push-sender: Web Push delivery."""

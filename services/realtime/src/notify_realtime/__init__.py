@@ -1,0 +1,1 @@
+"""Notify realtime: Server-Sent Events per user, resumable with Last-Event-ID."""
