@@ -90,3 +90,16 @@ def test_level_filter_drops_lower_levels(capsys: pytest.CaptureFixture[str]) -> 
     logger.warning("important")
 
     assert [e["event"] for e in entries(capsys)] == ["important"]
+
+
+def test_lines_from_other_threads_name_the_service(capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    configure()
+    # A consumer thread does not inherit the main thread's context variables.
+    thread = threading.Thread(target=lambda: log.get("t").info("from a worker"))
+    thread.start()
+    thread.join()
+    [line] = entries(capsys)
+    assert line["service"] == "x"
+    assert line["event"] == "from a worker"

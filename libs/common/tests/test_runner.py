@@ -277,3 +277,28 @@ def test_stop_from_another_thread_commits_the_batch_in_hand(kit: Any) -> None:
         assert done.get(received.partition, -1) > received.offset, (
             f"offset {received.offset} of partition {received.partition} not committed: {done}"
         )
+
+
+def test_stop_while_a_batch_waits_for_a_retry_leaves_it_for_redelivery(kit: Any) -> None:
+    events = [kit.build(user_id=f"u-{i}") for i in range(3)]
+    kit.produce_events(events)
+
+    def failing(_batch: list[Received]) -> None:
+        raise ValueError("a transient failure")
+
+    recorder = Recorder(fail=failing)
+    # A long backoff: the stop comes while the batch waits for its second attempt.
+    runner = make_runner(kit, recorder, max_attempts=3, backoff=Backoff(base=30, cap=30))
+    with running(runner) as thread:
+        kit.wait_until(lambda: recorder.calls >= 1, timeout=30, what="the first attempt")
+        runner.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "a stop during a retry's backoff was not prompt"
+    # Neither hurried through its attempts into the DLQ nor committed ...
+    assert recorder.calls == 1
+    assert kit.read(kit.dlq, expect=1, timeout=1.5) == []
+    # ... so the next worker of the group gets the whole batch again.
+    again = Recorder()
+    with running(make_runner(kit, again)):
+        kit.wait_until(lambda: len(again.handled) >= 3, timeout=30, what="the redelivery")
+    assert sorted(again.handled) == sorted(e.notification_id for e in events)

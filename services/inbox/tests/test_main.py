@@ -73,7 +73,7 @@ def test_sigterm_drains_the_consumer_and_exits_zero(
                 assert proc.poll() is None, log_path.read_text()
                 return False
 
-        wait_until(ready, timeout=30, what="the inbox ready")
+        wait_until(ready, timeout=90, what="the inbox ready")  # 4 consumer groups to join
         events = [notification("u-carol") for _ in range(5)]
         publish(events)
         headers = {"Authorization": f"Bearer {token('u-carol')}"}

@@ -22,8 +22,15 @@ def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure(*, service: str, level: str = "INFO", json: bool = True) -> None:
+    def add_service(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        # Not a context variable: threads (consumers, senders) do not inherit those, and
+        # every line must say which service wrote it.
+        event_dict.setdefault("service", service)
+        return event_dict
+
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,

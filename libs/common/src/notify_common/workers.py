@@ -4,12 +4,17 @@ readiness checks every service with a database shares.
 One mechanism for every service: a worker is started guarded (a crash is logged and shows
 on /readyz, the process keeps serving), may report a health problem, is told to stop on
 shutdown, and is joined within a drain timeout before the process exits.
+
+Shutdown runs in the reverse order of start, one component at a time: what was started last
+(typically a consumer that feeds a sender started before it) stops first and has committed
+its batch before the component it hands work to is asked to finish its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine, text
@@ -28,7 +33,8 @@ class BackgroundWorkers:
         # Set on shutdown; workers that loop on an Event can wait on this one.
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
-        self._stops: list[Callable[[], None]] = []
+        # (stop, thread) per component, in the order they were started or tracked.
+        self._stops: list[tuple[Callable[[], None] | None, threading.Thread | None]] = []
         self._problems: list[Problem] = []
         self._closers: list[Callable[[], None]] = []
 
@@ -50,8 +56,10 @@ class BackgroundWorkers:
                 # Reported by /readyz (the thread is no longer alive) and logged here.
                 logger.exception("background worker crashed", worker=name)
 
-        self.track(stop=stop, problem=problem)
+        if problem is not None:
+            self._problems.append(problem)
         thread = threading.Thread(target=guarded, name=name, daemon=True)
+        self._stops.append((stop, thread))
         thread.start()
         self.threads.append(thread)
 
@@ -60,7 +68,7 @@ class BackgroundWorkers:
     ) -> None:
         """Include a component that runs its own threads in shutdown and readiness."""
         if stop is not None:
-            self._stops.append(stop)
+            self._stops.append((stop, None))
         if problem is not None:
             self._problems.append(problem)
 
@@ -74,11 +82,19 @@ class BackgroundWorkers:
         return out
 
     def drain(self) -> None:
+        """Stop every component, last started first, each finishing what it holds, within
+        `drain_timeout_s` in all (the orchestrator's grace period must exceed it); then run
+        the closers. Blocks: call it from a thread, not an event loop."""
+        deadline = time.monotonic() + self.drain_timeout_s
         self.stop.set()
-        for stop in self._stops:
-            stop()
+        for stop, thread in reversed(self._stops):
+            if stop is not None:
+                stop()
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
         for thread in self.threads:
-            thread.join(self.drain_timeout_s)
+            # Workers without a stop of their own end on the shared `stop` event.
+            thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 logger.warning("worker did not stop in time", worker=thread.name)
         for close in self._closers:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from notify_common import logging as log
 from notify_common.db.engine import make_engine
 from notify_common.http import create_app
+from notify_common.kafka import lanes
 from notify_common.kafka.producer import EventProducer
 from notify_common.kafka.runner import ConsumerRunner
 from notify_common.workers import BackgroundWorkers, database_check, workers_check
@@ -47,8 +48,9 @@ def build_app(settings: EmailDigestSettings, *, engine: Engine | None = None) ->
         # One producer per thread that flushes: each confirms only its own writes.
         outbox_producer = EventProducer(settings)
         consumer_producer = EventProducer(settings)
+        priority_producer = EventProducer(settings)
         directory_producer = EventProducer(settings)
-        for producer in (outbox_producer, consumer_producer, directory_producer):
+        for producer in (outbox_producer, consumer_producer, priority_producer, directory_producer):
             workers.on_close(producer.close)
         ctx = Context(settings=settings, engine=db, pump=OutboxPump(db, outbox_producer))
         worker = Worker(ctx)
@@ -62,8 +64,21 @@ def build_app(settings: EmailDigestSettings, *, engine: Engine | None = None) ->
             on_queued=worker.wake,
             on_outbox=worker.wake_outbox,
         )
+        # The priority lane's own runner (docs/decisions/0010-priority-lanes.md).
+        priority = build_runner(
+            settings,
+            db,
+            producer=priority_producer,
+            on_queued=worker.wake,
+            on_outbox=worker.wake_outbox,
+            lane=lanes.PRIORITY,
+        )
         directory = build_directory_runner(settings, db, producer=directory_producer)
-        for name, r in (("notifications-consumer", runner), ("directory-consumer", directory)):
+        for name, r in (
+            ("notifications-consumer", runner),
+            ("priority-consumer", priority),
+            ("directory-consumer", directory),
+        ):
             workers.start(name, r.run, stop=r.stop, problem=waiting_problem(r))
         logger.info(
             "email-digest started",

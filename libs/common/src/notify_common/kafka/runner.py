@@ -14,7 +14,10 @@ Kafka. The runner owns everything else:
   and attempt count in the DLQ headers;
 * commit offsets only after the handler succeeded or the message was dead-lettered, and the
   DLQ write was confirmed;
-* on stop (SIGTERM) finish the batch in hand, commit, leave the group and return.
+* on stop (SIGTERM) finish the batch in hand, commit, leave the group and return. A batch
+  that is waiting to be retried when the stop comes is left uncommitted instead (it is
+  redelivered after the restart): it is neither retried in a hurry nor dead-lettered for
+  want of time.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ class Received:
 
 
 Handler = Callable[[list[Received]], None]
+
+
+class _Stopped(Exception):
+    """Stop was asked while a batch waited for its next attempt: leave it uncommitted."""
 
 
 @dataclass
@@ -126,7 +133,11 @@ class ConsumerRunner:
         logger.info("consumer started", group=self.group, topics=self.topics)
         try:
             while not self._stop.is_set():
-                self.poll_once(timeout=0.5)
+                try:
+                    self.poll_once(timeout=0.5)
+                except _Stopped:
+                    logger.info("stopped before the batch succeeded; it will be redelivered")
+                    break
         finally:
             try:
                 self._consumer.close()
@@ -209,7 +220,7 @@ class ConsumerRunner:
                     delay=round(delay, 3),
                 )
                 if self._stop.wait(delay):
-                    raise SystemExit(0) from None  # uncommitted: redelivered after restart
+                    raise _Stopped from None  # uncommitted: redelivered after the restart
                 attempt = 0
                 continue
             except PermanentError:
@@ -227,7 +238,8 @@ class ConsumerRunner:
                     self._isolate(batch)
                     return
                 metrics.RETRIES.labels(group=self.group).inc()
-                self._stop.wait(self.backoff.delay(attempt))
+                if self._stop.wait(self.backoff.delay(attempt)):
+                    raise _Stopped from None
                 continue
             finally:
                 metrics.HANDLER_DURATION.labels(group=self.group).observe(
@@ -255,7 +267,8 @@ class ConsumerRunner:
                         self._dead_letter(item.message, exc, attempts=attempt)
                     else:
                         metrics.RETRIES.labels(group=self.group).inc()
-                        self._stop.wait(self.backoff.delay(attempt))
+                        if self._stop.wait(self.backoff.delay(attempt)):
+                            raise _Stopped from None
 
     def _dead_letter(self, msg: Message, exc: BaseException, *, attempts: int) -> None:
         headers = dead_letter_headers(
