@@ -138,3 +138,42 @@ def test_request_id_is_echoed_back() -> None:
     # Without one, the service makes one up so the caller can still quote it.
     assert generated.headers.get(CORRELATION_HEADER)
     assert generated.headers[CORRELATION_HEADER] != "req-123"
+
+
+def test_headers_over_the_limit_are_431_and_the_app_keeps_serving() -> None:
+    client = TestClient(make_app())
+    resp = client.get("/v1/items/a", headers={"X-Junk": "x" * 20_000})
+    assert resp.status_code == 431
+    assert resp.json() == {"detail": "request headers too large", "limit_bytes": 16 * 1024}
+    assert resp.headers[CORRELATION_HEADER]  # counted and traced like any response
+    many = {f"X-H{i}": "y" * 40 for i in range(400)}
+    assert client.get("/v1/items/a", headers=many).status_code == 431
+    assert client.get("/v1/items/" + "p" * 17_000).status_code == 431
+    assert client.get("/v1/items/a", headers={"X-Fine": "x" * 8_000}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"text": "\\ud800"}',  # a lone surrogate, escaped
+        b'{"text": "\xed\xa0\x80"}',  # a surrogate encoded as (invalid) UTF-8
+        b'\xef\xbb\xbf{"text": "a"}',  # a byte order mark
+        b'{"text": "a", "n": NaN}',
+    ],
+)
+def test_json_only_pythons_parser_accepts_is_400(body: bytes) -> None:
+    # json.loads takes these and pydantic passes the strings on, to fail where text must be
+    # UTF-8 (the database, the response) as a 500.
+    client = TestClient(make_app())
+    resp = client.post("/v1/notes", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["detail"] == "malformed JSON body"
+    assert client.post("/v1/notes", json={"text": "ok"}).status_code == 202
+
+
+def test_malformed_json_is_still_the_apps_to_report() -> None:
+    client = TestClient(make_app())
+    resp = client.post(
+        "/v1/notes", content=b'{"text": ', headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 422  # FastAPI's own answer, unchanged

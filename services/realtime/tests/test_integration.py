@@ -268,7 +268,7 @@ def test_a_client_that_stops_reading_is_told_to_resync_and_disconnected(realtime
 
 
 def test_graceful_shutdown_tells_clients_to_reconnect_and_loses_nothing(
-    notify_env, tmp_path, realtime_factory
+    notify_env, tmp_path, realtime_factory, monkeypatch
 ):
     env = {**notify_env, "NOTIFY_REALTIME_SHUTDOWN_RETRY_SPREAD_MS": "500"}
     first = ServiceProcess(
@@ -277,7 +277,7 @@ def test_graceful_shutdown_tells_clients_to_reconnect_and_loses_nothing(
     second: ServiceProcess | None = None
     try:
         first.wait_ready(timeout=60)
-        token = issue_user_token(_settings(env, pytest.MonkeyPatch()), "alice")
+        token = issue_user_token(_settings(env, monkeypatch), "alice")
         seen = notification("alice", title="seen")
         # The feed rows are written by a helper instance of the in-process service.
         helper = realtime_factory()

@@ -45,7 +45,9 @@ def sign(key: bytes, *, user_id: str, list_id: str) -> str:
 
 def verify(key: bytes, *, user_id: str, list_id: str, token: str) -> bool:
     """True only for the token `sign` gives this user and list (constant-time compare)."""
-    if list_id not in LISTS or not token or len(token) > 128:
+    # A token is base64url; anything else is refused before compare_digest, which raises
+    # TypeError (a 500) for str arguments holding non-ASCII characters.
+    if list_id not in LISTS or not token or len(token) > 128 or not token.isascii():
         return False
     return hmac.compare_digest(sign(key, user_id=user_id, list_id=list_id), token)
 

@@ -1,8 +1,9 @@
-"""What every Notify HTTP app shares: health, readiness, metrics, RED metrics, body limits,
-correlation ids and JSON error bodies."""
+"""What every Notify HTTP app shares: health, readiness, metrics, RED metrics, body and header
+limits, correlation ids and JSON error bodies."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +26,8 @@ CORRELATION_HEADER = "X-Request-ID"
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes` with 413, whether or not Content-Length is sent."""
+    """Refuse request bodies over `max_bytes` with 413, whether or not Content-Length is sent,
+    and JSON bodies that only Python's lenient parser accepts with 400 (`_lenient_only`)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -61,24 +64,90 @@ class BodyLimitMiddleware:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
+        whole = b"".join(chunks)
+        problem = _lenient_only(whole) if whole and _is_json(scope) else None
+        if problem is not None:
+            error = {"loc": ["body"], "msg": problem, "type": "json_invalid"}
+            await _send_error(
+                send, 400, orjson.dumps({"detail": "malformed JSON body", "errors": [error]})
+            )
+            return
         replayed = False
 
         async def replay_receive() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": whole, "more_body": False}
             return await receive()
 
         await self.app(scope, replay_receive, send)
 
 
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
+def _lenient_only(body: bytes) -> str | None:
+    """Why a body that Python's json module accepts is refused anyway, else None.
+
+    json.loads takes lone surrogates (escaped, or invalid UTF-8 read with surrogatepass), a
+    byte order mark, NaN and Infinity. pydantic passes such strings on, and they fail later
+    where text must be UTF-8 (PostgreSQL, Kafka consumers, response rendering) as a 500.
+    orjson follows RFC 8259 strictly. Bodies neither parser accepts are left to the app, so
+    each service reports malformed JSON in its usual way."""
+    try:
+        orjson.loads(body)
+        return None
+    except orjson.JSONDecodeError as exc:
+        strict_error = str(exc)
+    try:
+        json.loads(body)
+    except Exception:  # malformed (or too deep) for Python's parser too: the app's to report
+        return None
+    return strict_error
+
+
+class HeaderLimitMiddleware:
+    """Refuse requests whose target and headers together exceed `max_bytes` with 431.
+
+    The server is not relied on for this: h11 (uvicorn) only bounds headers that arrive in
+    pieces, so a large header block sent at once reaches the app whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+            size += sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+            if size > self.max_bytes:
+                await _send_error(
+                    send,
+                    431,
+                    b'{"detail":"request headers too large","limit_bytes":'
+                    + str(self.max_bytes).encode()
+                    + b"}",
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 async def _send_413(send: Send, limit: int) -> None:
     body = b'{"detail":"request body too large","limit_bytes":' + str(limit).encode() + b"}"
+    await _send_error(send, 413, body)
+
+
+async def _send_error(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -140,6 +209,7 @@ def create_app(
     title: str,
     readiness: list[ReadinessCheck] | None = None,
     max_body_bytes: int = 64 * 1024,
+    max_header_bytes: int = 16 * 1024,
     **kwargs: Any,
 ) -> FastAPI:
     app = FastAPI(title=title, **kwargs)
@@ -149,6 +219,7 @@ def create_app(
     # Added first, so it runs inside `observe`: refused bodies are counted and carry the
     # request id like every other response.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=max_header_bytes)
 
     # Pure ASGI (Starlette's BaseHTTPMiddleware costs about a millisecond per request).
     app.add_middleware(ObserveMiddleware, service=service)

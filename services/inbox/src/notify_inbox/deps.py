@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from notify_common.auth import AuthError, Principal, verify_user_token
+from notify_common.ratelimit import RateLimiter, user_key
 from notify_inbox.settings import InboxSettings
 
 # auto_error=False: a missing header must answer 401 with WWW-Authenticate like an invalid
@@ -45,16 +46,32 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+_UNLIMITED = RateLimiter(None, service="inbox", limit=0)
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    # build_app always sets one; an app assembled without it (a test's) is not limited.
+    limiter: RateLimiter = getattr(request.app.state, "rate_limiter", _UNLIMITED)
+    return limiter
+
+
 def current_user(
     settings: SettingsDep,
+    limiter: Annotated[RateLimiter, Depends(get_rate_limiter)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The authenticated caller, within their request budget (401, or 429 with Retry-After).
+
+    A sync dependency, so FastAPI runs it in a worker thread: the rate-limit check is a
+    database round trip."""
     if credentials is None:
         raise _unauthorized("a user token is required (Authorization: Bearer <token>)")
     try:
-        return verify_user_token(settings, credentials.credentials)
+        principal = verify_user_token(settings, credentials.credentials)
     except AuthError as exc:
         raise _unauthorized(str(exc)) from None
+    limiter.enforce(user_key(principal.user_id))
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from notify_common import metrics
 from notify_common.auth import bearer, check_service_token
 from notify_common.kafka.producer import EventProducer
+from notify_common.ratelimit import RateLimiter, service_key, too_many_requests
 from notify_ingest.settings import IngestSettings
 
 ALL_SCOPES = frozenset({"messages", "announcements", "directory"})
@@ -50,6 +51,10 @@ def get_producer(request: Request) -> EventProducer:
 
 
 def _caller(request: Request) -> Caller:
+    """The authenticated service, within its request budget (401, or 429 with Retry-After).
+
+    Sync, so FastAPI runs it in a worker thread: the rate-limit check is a database round
+    trip."""
     tokens: dict[str, Caller] = request.app.state.tokens
     presented = bearer(request.headers.get("authorization"))
     name = check_service_token({t: c.name for t, c in tokens.items()}, presented or "")
@@ -60,7 +65,15 @@ def _caller(request: Request) -> Caller:
             detail="a valid service token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return tokens[presented]
+    caller = tokens[presented]
+    limiter: RateLimiter = request.app.state.rate_limiter
+    # Keyed by the service's name, never its token: the counter table holds no secret, and
+    # a service's old and new token share one budget while it rotates them.
+    decision = limiter.hit(service_key(caller.name))
+    if not decision.allowed:
+        metrics.INGEST_REJECTED.labels(reason="rate_limited").inc()
+        raise too_many_requests(decision)
+    return caller
 
 
 def require(scope: str):

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from notify_common import logging as log
 from notify_common.db.engine import make_engine
 from notify_common.http import create_app
+from notify_common.ratelimit import RateLimiter
 from notify_realtime import stream
 from notify_realtime.consumer import StreamConsumer
 from notify_realtime.feedstore import FeedStore
@@ -118,7 +119,10 @@ def build_app(settings: RealtimeSettings, *, engine: Engine | None = None) -> Re
     api.state.hub = hub
     _document_stream(api)
     api.state.recent = recent
-    endpoint = stream.StreamEndpoint(settings=settings, hub=hub, recent=recent, store=FeedStore(db))
+    limiter = RateLimiter(db, service="realtime", limit=settings.user_rate_limit_per_minute)
+    endpoint = stream.StreamEndpoint(
+        settings=settings, hub=hub, recent=recent, store=FeedStore(db), limiter=limiter
+    )
     return RealtimeApp(api, endpoint, hub)
 
 
@@ -180,6 +184,7 @@ def _document_stream(api: FastAPI) -> None:
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         "401": {"description": "no valid user token"},
+                        "429": {"description": "too many requests; see Retry-After"},
                         "503": {"description": "the instance is shutting down; reconnect"},
                     },
                 }

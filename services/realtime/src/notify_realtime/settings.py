@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from notify_common.ratelimit import UserRateLimitSettings
 from notify_common.settings import DatabaseSettings, UserAuthSettings
 
 
-class RealtimeSettings(DatabaseSettings, UserAuthSettings):
+class RealtimeSettings(DatabaseSettings, UserAuthSettings, UserRateLimitSettings):
     realtime_port: int = 8002
     # Origins allowed to open the stream from a browser (comma separated), e.g. the page
     # served by the inbox. Empty: same-origin only.

@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from notify_common import logging as log
 from notify_common import metrics
 from notify_common.auth import AuthError, bearer, verify_user_token
+from notify_common.ratelimit import RateLimiter, user_key
 from notify_realtime import sse
 from notify_realtime.feedstore import FeedStore
 from notify_realtime.hub import Connection, Control, Hub
@@ -59,12 +60,20 @@ _SKIP_WINDOW_S = 60.0
 
 class StreamEndpoint:
     def __init__(
-        self, *, settings: RealtimeSettings, hub: Hub, recent: RecentIndex, store: FeedStore
+        self,
+        *,
+        settings: RealtimeSettings,
+        hub: Hub,
+        recent: RecentIndex,
+        store: FeedStore,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
         self.recent = recent
         self.store = store
+        # Opening a stream counts against the user's request budget (shared with the inbox).
+        self.limiter = limiter
         self.origins = settings.cors_origins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,6 +98,12 @@ class StreamEndpoint:
         except AuthError as exc:
             await _unauthorized(send, cors, str(exc))
             return
+        if self.limiter is not None:
+            decision = await self.limiter.ahit(user_key(principal.user_id))
+            if not decision.allowed:
+                refused = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+                await _respond(send, 429, {"detail": decision.detail()}, [*cors, *refused])
+                return
         if self.hub.closing:
             await _respond(
                 send, 503, {"detail": "shutting down; reconnect"}, [*cors, (b"retry-after", b"1")]

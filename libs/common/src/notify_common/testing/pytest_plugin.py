@@ -138,6 +138,9 @@ def test_env(*, broker: infra.Broker, database_url: str, topic_prefix: str) -> d
         "NOTIFY_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "NOTIFY_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "NOTIFY_LOG_LEVEL": "INFO",
+        # Tests poll a user's feed several times a second while they wait for an outcome,
+        # far above what a person does; tests/security checks the limit with its default.
+        "NOTIFY_USER_RATE_LIMIT_PER_MINUTE": "100000",
     }
     if broker.kind == "embedded-tansu":
         env["NOTIFY_KAFKA_SINGLE_RECORD_BATCHES"] = "true"
