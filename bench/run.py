@@ -9,7 +9,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import fanout, inbox, ingest, push, realtime
+from bench import fanout, inbox, ingest, lanes, push, realtime
 from bench.common import Figure, machine
 from notify_common.testing import infra
 
@@ -18,6 +18,7 @@ BENCHES = {
     "fanout": fanout.run,
     "inbox": inbox.run,
     "ingest": ingest.run,
+    "lanes": lanes.run,
     "push": push.run,
     "realtime": realtime.run,
 }

@@ -186,6 +186,36 @@ def test_the_list_scrolls_through_the_whole_feed(directory: Stack, browser: Brow
     page.close()
 
 
+def test_a_mark_read_button_link_marks_the_notification_read(directory: Stack, browser: Browser):
+    """Push and email buttons with an API action open /app/?mark_read=<id>; the page
+    performs it with its token and drops the parameter from the address."""
+    stack = directory
+    post(stack, "read me from a button")
+
+    def notification() -> dict | None:
+        with stack.user(USER) as c:
+            for n in c.get("/v1/notifications", params={"limit": 20}).json()["items"]:
+                if "read me from a button" in n["body"]:
+                    return n
+        return None
+
+    wait_until(lambda: notification() is not None, timeout=30, what="the notification")
+    n = notification()
+    assert n is not None and n["read_at"] is None
+    tab = Tab(browser.new_page()).open(stack)
+    tab.page.goto(f"{stack.url('inbox')}/app/?mark_read={n['notification_id']}")
+    expect(tab.page.locator("#status")).to_have_attribute("data-state", "live", timeout=20_000)
+    wait_until(
+        lambda: (notification() or {}).get("read_at") is not None,
+        timeout=20,
+        what="the button's mark-read to reach the feed",
+    )
+    assert "mark_read" not in tab.page.url
+    expect(tab.item("read me from a button")).not_to_have_class(UNREAD)
+    assert not tab.errors
+    tab.page.close()
+
+
 def test_the_page_polls_while_the_stream_is_unavailable(directory: Stack, browser: Browser):
     stack = directory
     page = Tab(browser.new_page()).open(stack).page

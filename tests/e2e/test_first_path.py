@@ -167,7 +167,11 @@ def test_each_user_finds_exactly_the_expected_notifications(directory: Stack):
         for n in items:
             assert n["user_id"] == uid
             assert n["action_url"] == f"/servers/{SERVER}/channels/{CHANNEL}"
-            assert n["title"] == f"New message in Server One #{CHANNEL}"
+            # Text from the shipped templates (notify_common/templates/defaults).
+            if n["type"] == "MENTION":
+                assert n["title"] == f"Sender mentioned you in Server One #{CHANNEL}"
+            else:
+                assert n["title"] == f"New message in Server One #{CHANNEL}"
     by_id = {n["metadata"]["message_id"]: n for n in feed(stack, "mentions-only")}
     assert by_id["m-mention"]["type"] == "MENTION"
     assert by_id["m-mention"]["priority"] == "high"

@@ -229,6 +229,30 @@ def test_times_are_shown_in_the_users_timezone() -> None:
     assert "2026-11-22 17:00" in out.text  # 08:00 UTC
 
 
+def test_template_buttons_are_mail_links_and_api_actions_go_through_the_center() -> None:
+    note = NotificationCreated.model_validate(
+        {
+            **n().model_dump(mode="json"),
+            "actions": [
+                {"label": "Reply", "url": "/servers/s-1/channels/general?reply=m-1"},
+                {"label": "Mark as read", "action": "mark_read"},
+            ],
+        }
+    )
+    brand = render.Branding(
+        name="Notify", color="#4f46e5", app_url="https://chat.example.test",
+        center_url="https://notify.example.test/app/",
+    )  # fmt: skip
+    out = render.render_single(note, locale="en", default_locale="en", tz=UTC_ZONE, brand=brand)
+    reply = "https://chat.example.test/servers/s-1/channels/general?reply=m-1"
+    read = f"https://notify.example.test/app/?mark_read={note.notification_id}"
+    assert f"Reply: {reply}" in out.text and f"Mark as read: {read}" in out.text
+    assert f'href="{reply}"' in out.html and f'href="{read}"' in out.html
+    # Without the center's address the API button is left out, never a dead link.
+    bare = render.render_single(note, locale="en", default_locale="en", tz=UTC_ZONE, brand=BRAND)
+    assert "Mark as read" not in bare.text and "Reply:" in bare.text
+
+
 # --- when the digest is due -------------------------------------------------------------------
 
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from notify_common.templates import TemplateError, TemplateRegistry
 from notify_fanout.directory import Directory, MemberIndex, apply_membership
-from notify_fanout.rules import Fanout, notification_id, preview
+from notify_fanout.rules import Fanout, Suppressed, notification_id, preview
 from notify_schemas.models import (
     AnnouncementRequested,
     MessageCreated,
@@ -64,9 +65,9 @@ def message(**kw) -> MessageCreated:
     return MessageCreated(**{**base, **kw})
 
 
-def run(directory: Directory, msg: MessageCreated) -> tuple[dict[str, dict], Counter]:
+def run(directory: Directory, msg: MessageCreated) -> tuple[dict[str, dict], Suppressed]:
     out: dict[str, dict] = {}
-    suppressed: Counter = Counter()
+    suppressed = Suppressed()
 
     def emit(uid: str, nid: str, value: bytes) -> None:
         assert uid not in out, "one notification per recipient"
@@ -80,7 +81,7 @@ def run(directory: Directory, msg: MessageCreated) -> tuple[dict[str, dict], Cou
 def test_plain_message_reaches_exactly_the_eligible_members(world):
     out, suppressed = run(world, message())
     assert set(out) == {"admin", "paid", "push_only_pref"}
-    assert suppressed == Counter(
+    assert suppressed.counts() == Counter(
         sender=1,
         not_entitled=1,
         channel_muted=1,
@@ -88,6 +89,34 @@ def test_plain_message_reaches_exactly_the_eligible_members(world):
         all_channels_off=1,
         unknown_user=1,
     )
+
+
+def test_every_suppressed_candidate_is_named_with_its_reason(world):
+    """The suppression log: each member who is not told, once, with why; the sender is
+    never a candidate (only counted) and a recipient is never listed."""
+    out, suppressed = run(world, message())
+    assert sorted(suppressed.users) == [
+        ("free", "not_entitled"),
+        ("ghost", "unknown_user"),
+        ("mentions_only", "not_mentioned"),
+        ("muted", "channel_muted"),
+        ("no_channels", "all_channels_off"),
+    ]
+    assert suppressed.sender == 1
+    assert not {uid for uid, _ in suppressed.users} & set(out)
+    # Mentioned, the mentions-only member is told; the muted one still is not.
+    out, suppressed = run(world, message(mentions=["mentions_only", "muted"]))
+    assert "mentions_only" in out
+    assert dict(suppressed.users)["muted"] == "channel_muted"
+    assert "mentions_only" not in dict(suppressed.users)
+
+
+def test_nobody_suppressed_leaves_the_log_empty(world):
+    for uid in ("free", "muted", "mentions_only", "no_channels", "ghost"):
+        apply_membership({}, world.members, server_id="s1", user_id=uid, active=False, role="")
+    out, suppressed = run(world, message())
+    assert set(out) == {"admin", "paid", "push_only_pref"}
+    assert suppressed.users == [] and suppressed.counts() == Counter(sender=1)
 
 
 def test_mentions_reach_mentions_only_users_and_raise_priority(world):
@@ -132,7 +161,7 @@ def test_recipient_timezone_and_quiet_hours_travel_with_the_notification(world):
             created_at=datetime.now(UTC),
         ),
         lambda uid, _nid, value: announced.__setitem__(uid, json.loads(value)),
-        Counter(),
+        Suppressed(),
     )
     assert announced["paid"]["quiet_hours"] == night
     assert announced["paid"]["timezone"] == "Asia/Tokyo"
@@ -181,9 +210,73 @@ def test_announcement_to_users_skips_unknown_and_deduplicates(world):
         critical=True,
     )
     out: dict[str, dict] = {}
-    suppressed: Counter = Counter()
+    suppressed = Suppressed()
     Fanout(world).announcement(ann, lambda u, n, v: out.setdefault(u, json.loads(v)), suppressed)
     assert set(out) == {"free"}  # entitlement does not gate announcements
     assert out["free"]["type"] == "ADMIN_ANNOUNCEMENT" and out["free"]["critical"] is True
-    assert suppressed == Counter(unknown_user=1)
+    assert suppressed.users == [("nobody", "unknown_user")]
+    assert suppressed.counts() == Counter(unknown_user=1)
     NotificationCreated.model_validate(out["free"])
+
+
+def test_text_and_buttons_come_from_the_recipients_template(world):
+    world.users["paid"] = user("paid", entitled=True, locale="fr-CA")
+    out, _ = run(world, message(mentions=["admin"], content="  look\nhere  "))
+    mention = NotificationCreated.model_validate(out["admin"])
+    assert mention.title == "Sender mentioned you in Srv #general"
+    assert mention.body == "look here"
+    assert [(a.label, a.url, a.action) for a in mention.actions] == [
+        ("Reply", "/servers/s1/channels/c1?reply=m1", None),
+        ("Mark as read", None, "mark_read"),
+    ]
+    french = NotificationCreated.model_validate(out["paid"])
+    assert french.title == "Nouveau message dans Srv #general"
+    assert french.body == "Sender : look here"
+    assert french.actions[0].label == "Ouvrir"
+
+
+def test_a_deployers_template_replaces_the_shipped_one(world, tmp_path):
+    (tmp_path / "NEW_MESSAGE.en.yaml").write_text(
+        'title: "{{ sender_name }} in #{{ channel_name }}"\nbody: "{{ preview }}"\n'
+    )
+    out: dict[str, dict] = {}
+    Fanout(world, TemplateRegistry.load(tmp_path)).message(
+        message(), lambda uid, _nid, v: out.__setitem__(uid, json.loads(v)), Suppressed()
+    )
+    n = NotificationCreated.model_validate(out["paid"])
+    assert (n.title, n.body, n.action_url, n.actions) == ("Sender in #general", "hello", None, [])
+
+
+def test_announcement_text_is_the_operators_through_the_template(world):
+    out: dict[str, dict] = {}
+    Fanout(world).announcement(
+        AnnouncementRequested(
+            announcement_id="a1",
+            title="Maintenance",
+            body="Down at 2am",
+            user_ids=["paid"],
+            created_at=datetime.now(UTC),
+        ),
+        lambda uid, _nid, v: out.__setitem__(uid, json.loads(v)),
+        Suppressed(),
+    )
+    n = NotificationCreated.model_validate(out["paid"])
+    assert (n.title, n.body, n.action_url, n.actions) == ("Maintenance", "Down at 2am", None, [])
+
+
+def test_a_template_that_cannot_render_raises_instead_of_sending_placeholders(world, tmp_path):
+    (tmp_path / "ADMIN_ANNOUNCEMENT.en.yaml").write_text(
+        'title: "{{ title }}"\nbody: "see {{ action_url }}"\n'
+    )
+    with pytest.raises(TemplateError, match="'action_url' has no value"):
+        Fanout(world, TemplateRegistry.load(tmp_path)).announcement(
+            AnnouncementRequested(
+                announcement_id="a1",
+                title="T",
+                body="B",
+                user_ids=["paid"],
+                created_at=datetime.now(UTC),
+            ),
+            lambda *_: None,
+            Suppressed(),
+        )

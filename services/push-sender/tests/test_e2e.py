@@ -189,10 +189,19 @@ def test_a_posted_message_arrives_decrypted_at_the_push_service(
             "url": "/servers/push-srv/channels/general",
             "notification_id": str(bob_id),
             "type": "NEW_MESSAGE",
+            # The shipped NEW_MESSAGE template's buttons and where each leads.
+            "actions": {
+                "a0": "/servers/push-srv/channels/general",
+                "a1": f"/app/?mark_read={bob_id}",
+            },
         },
         "requireInteraction": False,
         "tag": "channel:push-srv/general",
         "renotify": True,
+        "actions": [
+            {"action": "a0", "title": "Open"},
+            {"action": "a1", "title": "Mark as read"},
+        ],
     }
     assert to_bob.headers["Urgency"] == "normal"
     assert to_bob.headers["Topic"] == message._topic("channel:push-srv/general")
@@ -218,6 +227,7 @@ SENDER = "crash-sender"
 MESSAGES = 40
 
 
+@pytest.mark.reliability
 def test_sigkill_mid_batch_every_push_arrives_once(stack: Stack, receiver: PushReceiver):
     subscribers = {}
     for uid in MEMBERS:

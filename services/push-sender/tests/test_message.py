@@ -160,3 +160,27 @@ def test_daytime_windows_and_empty_windows():
     assert message.quiet_until(day, "UTC", datetime(2026, 11, 22, 8, tzinfo=UTC)) is None
     assert message.quiet_until(QuietHours(start="09:00", end="09:00"), "UTC", at) is None
     assert message.quiet_until(None, "UTC", at) is None
+
+
+def test_template_buttons_become_actions_with_their_targets():
+    c = message.content(
+        n(
+            actions=[
+                {"label": "Reply", "url": "/servers/s-42/channels/c-general?reply=m-1"},
+                {"label": "Mark as read", "action": "mark_read"},
+            ]
+        ),
+        icon=ICON,
+        badge=BADGE,
+        url_base="https://chat.example",
+    )
+    msg = orjson.loads(c.payload)
+    assert msg["actions"] == [
+        {"action": "a0", "title": "Reply"},
+        {"action": "a1", "title": "Mark as read"},
+    ]
+    assert msg["data"]["actions"] == {
+        "a0": "https://chat.example/servers/s-42/channels/c-general?reply=m-1",
+        # API actions open the notification center on the worker's own origin.
+        "a1": "/app/?mark_read=3b0f7a9e-6f0c-5d1e-9c44-1f2a3b4c5d6e",
+    }

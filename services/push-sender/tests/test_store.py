@@ -106,3 +106,21 @@ def test_a_dead_lettered_push_is_revived_by_a_requeued_notification(engine, subs
     assert recorded.dead[q.id][0] == b"{}"  # what goes to the DLQ
     [revived] = store.queue(engine, [first])
     assert revived.id == q.id and state(engine, q.id)["state"] == store.QUEUED
+
+
+def test_priority_pushes_are_claimed_before_an_older_bulk_backlog(engine, subs):
+    """The priority lane (docs/decisions/0010-priority-lanes.md): a high-urgency push queued
+    after a backlog of low-urgency ones is in the very next claim."""
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    bulk = [
+        push(subs["a"], "http://a", urgency="low", not_before=earlier + timedelta(seconds=i))
+        for i in range(20)
+    ]
+    store.queue(engine, bulk)
+    [critical] = store.queue(engine, [push(subs["b"], "http://b", urgency="high")])
+    jobs = store.claim(engine, limit=5, busy=[], lease_s=60)
+    assert jobs[0].id == critical.id
+    assert len(jobs) == 5 and {j.urgency for j in jobs[1:]} == {"low"}
+    # The rest of the backlog still goes, oldest first.
+    rest = store.claim(engine, limit=100, busy=[], lease_s=60)
+    assert len(rest) == 16 and [j.id for j in rest] == sorted(j.id for j in rest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import subprocess
 import sys
@@ -387,3 +388,25 @@ def test_the_service_process_refuses_to_start_without_a_usable_key():
         [script("notify-push-sender")], env=env, capture_output=True, text=True, timeout=60
     )
     assert run.returncode != 0 and "NOTIFY_VAPID_PRIVATE_KEY is required" in run.stderr
+
+
+def test_handed_over_priority_pushes_start_before_waiting_bulk_ones(settings):
+    """The priority lane (docs/decisions/0010-priority-lanes.md): pushes the consumers hand
+    over with urgency high go to the front of the dispatcher's ready queue."""
+    from notify_push_sender.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(
+        settings=settings,
+        engine=None,  # type: ignore[arg-type]  # _accept touches no database
+        publisher=None,  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        policy=None,  # type: ignore[arg-type]
+    )
+
+    def make(i: int, urgency: str) -> store.Job:
+        return dataclasses.replace(job(), id=i, urgency=urgency)
+
+    dispatcher._accept([make(1, "low"), make(2, "low")])
+    dispatcher._accept([make(3, "low"), make(4, "high"), make(5, "high")])
+    assert [j.id for j in dispatcher._ready] == [4, 5, 1, 2, 3]
+    assert dispatcher._in_flight["https://push.example.test"] == 5

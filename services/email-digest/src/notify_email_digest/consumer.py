@@ -12,7 +12,9 @@ import psycopg
 import sqlalchemy.exc
 from sqlalchemy import Engine
 
+from notify_common import logging as log
 from notify_common import metrics
+from notify_common.kafka import lanes
 from notify_common.kafka.codec import PermanentError
 from notify_common.kafka.producer import EventProducer
 from notify_common.kafka.runner import ConsumerRunner, Received
@@ -21,8 +23,10 @@ from notify_email_digest.context import utcnow
 from notify_email_digest.events import DIRECTORY_GROUP, GROUP, SOURCE_OFFSET, SOURCE_PARTITION
 from notify_email_digest.recipients import stored
 from notify_email_digest.settings import EmailDigestSettings
-from notify_schemas import topics
+from notify_schemas import envelope, topics
 from notify_schemas.models import NotificationCreated, User, UserPreferences
+
+logger = log.get(__name__)
 
 # PostgreSQL down: wait for it (the runner retries without dead-lettering anything).
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -81,6 +85,15 @@ class AcceptNotifications:
         if not items:
             return
         added = store.add_items(self.engine, self.settings, items, now=self.clock())
+        for i in items:
+            # One line per notification, so a grep of the correlation id follows a message
+            # through every service; ids only, never the content or the address.
+            logger.info(
+                "email item accepted",
+                notification_id=str(i.notification_id),
+                correlation_id=i.event_headers.get(envelope.CORRELATION_HEADER),
+                kind=i.kind,
+            )
         metrics.EMAIL_DEFERRED.labels(reason="digest").inc(added.held)
         if added.immediate:
             self.on_queued()
@@ -119,12 +132,15 @@ def build_runner(
     producer: EventProducer,
     on_queued: Callable[[], None] = lambda: None,
     on_outbox: Callable[[], None] = lambda: None,
+    lane: lanes.Lane = lanes.BULK,
 ) -> ConsumerRunner:
-    """The consumer of notify.notifications.v1 (group notify-email-digest)."""
+    """The consumer of one lane: notify.notifications.v1 (group notify-email-digest) or
+    notify.notifications-priority.v1 (group notify-email-digest-priority), each its own
+    runner, so critical mail is queued while a bulk backlog is still being read."""
     return ConsumerRunner(
         settings=settings,
-        group=GROUP,
-        topics=[topics.NOTIFICATIONS],
+        group=lanes.group_for(GROUP, lane),
+        topics=[lanes.topic_for(lane)],
         handler=AcceptNotifications(
             settings=settings, engine=engine, on_queued=on_queued, on_outbox=on_outbox
         ),

@@ -51,7 +51,10 @@ class Context:
         self.signing_key = email_links.SigningKey(self.engine)
         s = self.settings
         self.branding = Branding(
-            name=s.email_brand_name, color=s.email_brand_color, app_url=s.email_app_url
+            name=s.email_brand_name,
+            color=s.email_brand_color,
+            app_url=s.email_app_url,
+            center_url=s.email_center_url,
         )
 
     def mailer(self) -> Mailer:

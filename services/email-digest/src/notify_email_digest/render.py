@@ -96,6 +96,8 @@ class Branding:
     name: str
     color: str
     app_url: str  # prefix of relative action URLs ("" = no links for them)
+    # The notification center's public address, where API-action buttons lead ("" = none).
+    center_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Entry:
     url: str | None
     when: str  # local time, e.g. "2026-11-22 09:41"
     created_at: datetime
+    # The template's buttons that can be links in a mail: (label, absolute href).
+    buttons: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -135,13 +139,30 @@ def link(url: str | None, app_url: str) -> str | None:
     return None
 
 
-def entry(n: NotificationCreated, *, tz: ZoneInfo, app_url: str) -> Entry:
+def buttons(
+    n: NotificationCreated, *, app_url: str, center_url: str
+) -> tuple[tuple[str, str], ...]:
+    """The notification's template buttons as mail links: a page through `link`, an API
+    action through the notification center (which performs it with the user's session)."""
+    out = []
+    for a in n.actions:
+        if a.url is not None:
+            href = link(a.url, app_url)
+        else:
+            href = link(f"{center_url}?{a.action}={n.notification_id}", "") if center_url else None
+        if href:
+            out.append((a.label, href))
+    return tuple(out)
+
+
+def entry(n: NotificationCreated, *, tz: ZoneInfo, app_url: str, center_url: str = "") -> Entry:
     return Entry(
         title=n.title,
         body=n.body,
         url=link(n.action_url, app_url),
         when=n.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
         created_at=n.created_at,
+        buttons=buttons(n, app_url=app_url, center_url=center_url),
     )
 
 
@@ -245,7 +266,7 @@ def render_single(
         "s": s,
         "brand": brand,
         "lang": locale.split("-")[0] or "en",
-        "entry": entry(n, tz=tz, app_url=brand.app_url),
+        "entry": entry(n, tz=tz, app_url=brand.app_url, center_url=brand.center_url),
         "subject": n.title,
     }
     env = environment()

@@ -56,6 +56,9 @@ class EmailDigestSettings(DatabaseSettings):
     # Prefix of relative action URLs of notifications ("/servers/…"): the chat app's address.
     # Unset: links are left out (a relative link in a mail leads nowhere).
     email_app_url: str = ""
+    # The public address of Notify's notification center (the inbox's /app/): buttons that
+    # perform an API action (mark as read) link there. Unset: those buttons are left out.
+    email_center_url: str = ""
     # The public URL of the inbox's unsubscribe endpoint (https in production): the
     # List-Unsubscribe link of every non-critical mail.
     email_unsubscribe_url: str = "http://127.0.0.1:8001/v1/email/unsubscribe"

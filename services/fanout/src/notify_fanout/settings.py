@@ -17,4 +17,7 @@ class FanoutSettings(CommonSettings):
     # (see watchdog.py). Checked every fanout_stall_check_s.
     fanout_stall_after_s: float = 10.0
     fanout_stall_check_s: float = 2.0
+    # A folder of notification templates (<TYPE>.<locale>.yaml) that override or add to the
+    # shipped ones (notify_common/templates/defaults); checked at start.
+    templates_dir: str | None = None
     fanout_data_dir: str = "/tmp/notify-fanout"  # noqa: S108 - scratch only (memory store)

@@ -15,13 +15,16 @@ import sqlalchemy.exc
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine
 
+from notify_common import logging as log
 from notify_common import metrics
+from notify_common.kafka import lanes
 from notify_common.kafka.codec import PermanentError
 from notify_common.kafka.producer import EventProducer
 from notify_common.kafka.runner import ConsumerRunner, Received
 from notify_inbox.settings import InboxSettings
-from notify_schemas import topics
 from notify_schemas.models import NotificationCreated
+
+logger = log.get(__name__)
 
 GROUP = "notify-inbox"
 # A database that cannot be reached is waited for, never blamed on the messages.
@@ -144,16 +147,30 @@ class PersistNotifications:
             raise PermanentError(f"PostgreSQL refused the data: {reason}") from exc
         metrics.INBOX_PERSISTED.inc(inserted)
         metrics.INBOX_DUPLICATES.inc(len(events) - inserted)
+        # One line per notification so that a grep of the correlation id follows a message
+        # through every service; ids only, never the content.
+        for item in batch:
+            logger.info(
+                "notification stored",
+                notification_id=item.event_id,
+                correlation_id=item.correlation_id,
+            )
 
 
 def build_runner(
-    settings: InboxSettings, engine: Engine, *, producer: EventProducer | None = None
+    settings: InboxSettings,
+    engine: Engine,
+    *,
+    producer: EventProducer | None = None,
+    lane: lanes.Lane = lanes.BULK,
 ) -> ConsumerRunner:
-    """The consumer of notify.notifications.v1 (group notify-inbox); call `run()` in a thread."""
+    """The consumer of one lane: notify.notifications.v1 (group notify-inbox) or
+    notify.notifications-priority.v1 (group notify-inbox-priority), each its own runner
+    so a bulk backlog never delays the priority lane; call `run()` in a thread."""
     return ConsumerRunner(
         settings=settings,
-        group=GROUP,
-        topics=[topics.NOTIFICATIONS],
+        group=lanes.group_for(GROUP, lane),
+        topics=[lanes.topic_for(lane)],
         handler=PersistNotifications(engine),
         producer=producer,
         batch_size=settings.inbox_consumer_batch_size,

@@ -4,7 +4,7 @@ dispatcher in background threads that start and stop with the app."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,7 +13,9 @@ from sqlalchemy import Engine
 from notify_common import logging as log
 from notify_common.db.engine import make_engine
 from notify_common.http import create_app
+from notify_common.kafka import lanes
 from notify_common.kafka.producer import EventProducer
+from notify_common.kafka.runner import ConsumerRunner
 from notify_common.workers import BackgroundWorkers, database_check, workers_check
 from notify_push_sender.consumer import build_runner
 from notify_push_sender.dispatcher import Dispatcher
@@ -26,6 +28,10 @@ logger = log.get(__name__)
 # Shutdown waits this long for the consumer to commit and the dispatcher to record what is
 # in flight (bounded by the request timeout) before the process exits regardless.
 _DRAIN_TIMEOUT_S = 30.0
+
+
+def _waiting(runner: ConsumerRunner) -> Callable[[], str | None]:
+    return lambda: None if runner.healthy else f"{runner.group} is waiting for the database"
 
 
 def build_app(settings: PushSenderSettings, *, engine: Engine | None = None) -> FastAPI:
@@ -41,8 +47,7 @@ def build_app(settings: PushSenderSettings, *, engine: Engine | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workers = app.state.workers = BackgroundWorkers(_DRAIN_TIMEOUT_S)
         # Separate producers: each thread flushes its own writes before it commits.
-        consumer_producer, dispatcher_producer = EventProducer(settings), EventProducer(settings)
-        workers.on_close(consumer_producer.close)
+        dispatcher_producer = EventProducer(settings)
         workers.on_close(dispatcher_producer.close)
         dispatcher = Dispatcher(
             settings=settings,
@@ -51,7 +56,6 @@ def build_app(settings: PushSenderSettings, *, engine: Engine | None = None) -> 
             keys=keys,
             policy=policy,
         )
-        runner = build_runner(settings, db, producer=consumer_producer, sender=dispatcher)
         workers.start(
             "dispatcher",
             dispatcher.run,
@@ -60,12 +64,20 @@ def build_app(settings: PushSenderSettings, *, engine: Engine | None = None) -> 
                 None if dispatcher.healthy else "the dispatcher cannot reach the database"
             ),
         )
-        workers.start(
-            "notifications-consumer",
-            runner.run,
-            stop=runner.stop,
-            problem=lambda: None if runner.healthy else "the consumer is waiting for the database",
-        )
+        # One consumer per lane (docs/decisions/0010-priority-lanes.md), each with its own
+        # producer; both hand pushes to the one dispatcher.
+        for lane in lanes.LANES:
+            consumer_producer = EventProducer(settings)
+            workers.on_close(consumer_producer.close)
+            runner = build_runner(
+                settings, db, producer=consumer_producer, sender=dispatcher, lane=lane
+            )
+            workers.start(
+                "notifications-consumer" if lane == lanes.BULK else f"{lane}-consumer",
+                runner.run,
+                stop=runner.stop,
+                problem=_waiting(runner),
+            )
         logger.info(
             "push-sender started",
             vapid_public_key=keys.current.public_b64,

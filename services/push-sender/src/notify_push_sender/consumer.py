@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from notify_common import logging as log
 from notify_common import metrics
+from notify_common.kafka import lanes
 from notify_common.kafka.codec import PermanentError
 from notify_common.kafka.producer import EventProducer
 from notify_common.kafka.runner import ConsumerRunner, Received
@@ -39,7 +40,6 @@ from notify_push_sender.events import (
     delivery,
 )
 from notify_push_sender.settings import PushSenderSettings
-from notify_schemas import topics
 from notify_schemas.models import NotificationCreated
 
 logger = log.get(__name__)
@@ -122,6 +122,15 @@ class QueuePushes:
 
         queued = store.queue(self.engine, list(pushes.values()))
         fresh = {(q.notification_id, q.subscription_id): q for q in queued}
+        for item, n in wanted:
+            # One line per notification, so a grep of the correlation id follows a message
+            # through every service; ids and counts only, never the content.
+            logger.info(
+                "push queued",
+                notification_id=str(n.notification_id),
+                correlation_id=item.correlation_id,
+                subscriptions=len(subscriptions.get(n.user_id, ())),
+            )
         reported: list[int] = []
         handed: list[store.Job] = []
         for key, push in pushes.items():
@@ -255,8 +264,11 @@ def build_runner(
     *,
     producer: EventProducer,
     sender: Sender | None = None,
+    lane: lanes.Lane = lanes.BULK,
 ) -> ConsumerRunner:
-    """The consumer of notify.notifications.v1 (group notify-push-sender)."""
+    """The consumer of one lane: notify.notifications.v1 (group notify-push-sender) or
+    notify.notifications-priority.v1 (group notify-push-sender-priority); each lane has its
+    own runner (and producer), so a bulk backlog never delays the priority lane."""
     handler = QueuePushes(
         settings=settings,
         engine=engine,
@@ -265,8 +277,8 @@ def build_runner(
     )
     return ConsumerRunner(
         settings=settings,
-        group=GROUP,
-        topics=[topics.NOTIFICATIONS],
+        group=lanes.group_for(GROUP, lane),
+        topics=[lanes.topic_for(lane)],
         handler=handler,
         producer=producer,
         batch_size=settings.push_consumer_batch_size,

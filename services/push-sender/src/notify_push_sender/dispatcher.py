@@ -268,7 +268,11 @@ class Dispatcher:
         # Counted here, in the loop's thread, like every other change of the counts.
         for job in jobs:
             self._in_flight[job.origin] += 1
-        self._ready.extend(jobs)
+        # The priority lane's pushes (urgency high) start before any bulk ones waiting here
+        # (docs/decisions/0010-priority-lanes.md); each lane keeps its own order.
+        urgent = [job for job in jobs if job.urgency == "high"]
+        self._ready.extend(job for job in jobs if job.urgency != "high")
+        self._ready.extendleft(reversed(urgent))
         if self._wake is not None:
             self._wake.set()
 
@@ -527,6 +531,13 @@ class Dispatcher:
                 logger.warning("push service refused the payload size", origin=job.origin)
             if o.outcome == "sent":
                 self.sent += 1
+            logger.info(
+                "push attempt recorded",
+                notification_id=str(job.notification_id),
+                subscription_id=str(job.subscription_id),
+                outcome=o.outcome,
+                attempt=job.attempt,
+            )
             published.append(job.id)
         self.publisher.flush()
         self._published = published

@@ -3,7 +3,8 @@ RFC 8030 headers (TTL, Urgency, Topic). Plain functions, no I/O.
 
 The message is the product's first customer's (seeds 000): title, body, icon, badge,
 data {url, notification_id, type, timestamp}, requireInteraction for mentions, tag and
-renotify. It must fit one 4 096-byte aes128gcm record: 4 096 - 16 (AEAD tag) - 1 (padding
+renotify; plus the template's buttons as `actions` with their targets in data.actions. It
+must fit one 4 096-byte aes128gcm record: 4 096 - 16 (AEAD tag) - 1 (padding
 delimiter) - 86 (header: salt, record size, key id length, the 65-byte key id) = 3 993 bytes
 of plaintext. A longer message is made to fit by trimming the body, never refused.
 """
@@ -76,11 +77,38 @@ def tag(n: NotificationCreated) -> str:
     return f"notification:{n.notification_id}"
 
 
-def message(n: NotificationCreated, *, icon: str, badge: str, url_base: str = "") -> dict[str, Any]:
-    url = n.action_url or "/"
+# Where an API-action button leads: the notification center performs the action with the
+# user's token (the service worker holds none). Same origin as the worker, so never prefixed.
+APP_ACTION_URL = "/app/?{action}={notification_id}"
+
+
+def _absolute(url: str, url_base: str) -> str:
     if url_base and url.startswith("/"):
-        url = url_base.rstrip("/") + url
-    return {
+        return url_base.rstrip("/") + url
+    return url
+
+
+def actions(
+    n: NotificationCreated, url_base: str = ""
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """The template's buttons as Notification actions ({action, title}) and, for the
+    service worker's notificationclick, where each one leads."""
+    shown: list[dict[str, str]] = []
+    targets: dict[str, str] = {}
+    for i, a in enumerate(n.actions):
+        key = f"a{i}"
+        shown.append({"action": key, "title": a.label})
+        if a.url is not None:
+            targets[key] = _absolute(a.url, url_base)
+        else:
+            targets[key] = APP_ACTION_URL.format(action=a.action, notification_id=n.notification_id)
+    return shown, targets
+
+
+def message(n: NotificationCreated, *, icon: str, badge: str, url_base: str = "") -> dict[str, Any]:
+    url = _absolute(n.action_url or "/", url_base)
+    buttons, targets = actions(n, url_base)
+    msg: dict[str, Any] = {
         "title": n.title,
         "body": n.body,
         "icon": icon,
@@ -95,6 +123,10 @@ def message(n: NotificationCreated, *, icon: str, badge: str, url_base: str = ""
         "tag": tag(n),
         "renotify": True,
     }
+    if buttons:
+        msg["actions"] = buttons
+        msg["data"]["actions"] = targets
+    return msg
 
 
 def _encode(msg: dict[str, Any]) -> bytes:

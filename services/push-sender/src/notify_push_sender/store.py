@@ -227,11 +227,18 @@ def queue(engine: Engine, pushes: Sequence[NewPush]) -> list[Queued]:
         return [Queued(*row) for row in cur.fetchall()]
 
 
+# One pass per lane, priority first: urgency 'high' is the priority lane (critical, mentions,
+# high priority; message.urgency), found through its own partial index; the second pass takes
+# the rest. Ordered by not_before alone, a bulk backlog queued earlier would be claimed first
+# (docs/decisions/0010-priority-lanes.md).
+_LANE_HIGH = "AND urgency = 'high'"
+_LANE_REST = "AND urgency <> 'high'"
+
 _CLAIM = """
 WITH due AS (
     SELECT id FROM push_deliveries
     WHERE state IN ('queued', 'inflight') AND not_before <= now()
-      AND origin <> ALL(%(busy)s::text[])
+      AND origin <> ALL(%(busy)s::text[]) {lane}
     ORDER BY not_before
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -251,13 +258,24 @@ def claim(engine: Engine, *, limit: int, busy: Sequence[str], lease_s: float) ->
     """Take up to `limit` due pushes (skipping origins in `busy`) for `lease_s` seconds.
 
     Rows another process holds are skipped (SKIP LOCKED); an inflight row whose lease ran
-    out (its process died) is due again and is taken over here."""
+    out (its process died) is due again and is taken over here. Due pushes of the priority
+    lane (urgency 'high') are taken before any other, however long the others have waited."""
+    jobs: list[Job] = []
     with engine.begin() as conn, _cursor(conn) as cur:
-        cur.execute(
-            _CLAIM,
-            {"busy": list(busy), "limit": limit, "lease": lease_s, "max_failures": MAX_FAILURES},
-        )
-        return [Job(*row) for row in cur.fetchall()]
+        for lane in (_LANE_HIGH, _LANE_REST):
+            if len(jobs) >= limit:
+                break
+            cur.execute(
+                _CLAIM.format(lane=lane),  # one of two constants above, never input
+                {
+                    "busy": list(busy),
+                    "limit": limit - len(jobs),
+                    "lease": lease_s,
+                    "max_failures": MAX_FAILURES,
+                },
+            )
+            jobs += [Job(*row) for row in cur.fetchall()]
+    return jobs
 
 
 def release(engine: Engine, ids: Sequence[int]) -> None:

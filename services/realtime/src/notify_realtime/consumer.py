@@ -1,4 +1,6 @@
-"""Reading notify.notifications.v1 and notify.read-state.v1 for the streams of this instance.
+"""Reading notify.notifications.v1, notify.notifications-priority.v1 (the priority lane,
+docs/decisions/0010-priority-lanes.md) and notify.read-state.v1 for the streams of this
+instance.
 
 Every instance must see the events of every user connected to it, and users connect to any
 instance, so each instance reads *every* partition of both topics. It does so by assignment,
@@ -30,7 +32,7 @@ from notify_realtime import sse
 from notify_realtime.hub import Record
 from notify_realtime.recent import RecentIndex
 from notify_realtime.settings import RealtimeSettings
-from notify_schemas import topics
+from notify_schemas import envelope, topics
 
 logger = log.get(__name__)
 
@@ -53,6 +55,7 @@ class StreamConsumer:
         self.wants = wants
         self.submit = submit
         self.notifications = settings.topic(topics.NOTIFICATIONS)
+        self.priority = settings.topic(topics.NOTIFICATIONS_PRIORITY)
         self.read_state = settings.topic(topics.READ_STATE)
         # A group id is required by the client, though this consumer never joins a group
         # nor commits; unique per instance so that none would ever be shared.
@@ -79,7 +82,7 @@ class StreamConsumer:
         """Assign the partitions not assigned yet: at their end on start, from their
         beginning when a topic grew (all of a new partition is new)."""
         new: list[TopicPartition] = []
-        for topic in (self.notifications, self.read_state):
+        for topic in (self.priority, self.notifications, self.read_state):
             metadata = self._consumer.list_topics(topic, timeout=10).topics[topic]
             if metadata.error is not None:
                 raise RuntimeError(f"topic {topic} unavailable: {metadata.error}")
@@ -148,7 +151,7 @@ class StreamConsumer:
         if not key:
             return None
         user_id = key.decode("utf-8", "replace")
-        if topic == self.notifications:
+        if topic in (self.notifications, self.priority):
             notification_id = _header(msg, "ce_id")
             # Noted for every user, connected here or not: a client may resume on this
             # instance after seeing the notification live on another.
@@ -164,6 +167,13 @@ class StreamConsumer:
         value = msg.value()
         if value is None:
             return None
+        if kind == sse.NOTIFICATION:
+            # Only for users streaming here: ids, never the content.
+            logger.info(
+                "notification to stream",
+                notification_id=notification_id,
+                correlation_id=_header(msg, envelope.CORRELATION_HEADER),
+            )
         ts_type, ts_ms = msg.timestamp()
         return Record(
             kind=kind,

@@ -369,6 +369,27 @@
     if ((await show()) === "subscribed") await push.refresh();
   }
 
+  // A push or email button that performs an API action opens this page with
+  // ?mark_read=<notification id>: the service worker and the mail hold no token, the page
+  // does. The parameter is removed from the address once read.
+  async function linkAction() {
+    const params = new URLSearchParams(location.search);
+    const id = params.get("mark_read");
+    if (!id) return;
+    params.delete("mark_read");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    try {
+      await api(`/v1/notifications/${encodeURIComponent(id)}`, {
+        method: "PATCH",
+        body: JSON.stringify({ read: true }),
+      });
+    } catch (err) {
+      if (err instanceof SignedOut) throw err;
+      showError("Could not mark it read; try again.");
+    }
+  }
+
   async function main() {
     ui.markAll.addEventListener("click", markAllRead);
     ui.bell.addEventListener("click", () => {
@@ -384,6 +405,7 @@
     try {
       const config = await (await fetch("/app/config.json")).json();
       state.realtimeUrl = config.realtime_url;
+      await linkAction();
       await loadMore();
       await refreshCount();
     } catch (err) {

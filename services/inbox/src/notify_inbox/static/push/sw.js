@@ -4,8 +4,8 @@
  * `Service-Worker-Allowed: /app/`, so that its scope covers the notification center.
  *
  * A push message is the JSON push-sender sends (see services/push-sender/README-push.md):
- *   {title, body, icon, badge, data: {url, notification_id, type, timestamp},
- *    requireInteraction, tag, renotify}
+ *   {title, body, icon, badge, data: {url, notification_id, type, timestamp, actions?},
+ *    requireInteraction, tag, renotify, actions?: [{action, title}]}
  */
 "use strict";
 
@@ -94,11 +94,18 @@ async function open(url) {
   return self.clients.openWindow(target.href);
 }
 
+// A click on the body (or the default "open" button) opens data.url; a click on one of the
+// template's buttons opens its target from data.actions (a page, or the notification center
+// with ?mark_read=<id>, which performs the action with the user's token).
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
-  if (event.action && event.action !== "open") return; // an action this worker does not know
   const data = event.notification.data || {};
-  event.waitUntil(open(data.url));
+  let target = data.url;
+  if (event.action && event.action !== "open") {
+    target = (data.actions || {})[event.action];
+    if (!target) return; // an action this worker does not know
+  }
+  event.waitUntil(open(target));
 });
 
 // The push service replaced or expired the subscription: subscribe again with the same
