@@ -6,10 +6,10 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install dev test test-unit test-e2e lint format schemas bench clean tools chart deploy-sync test-deploy
+.PHONY: help install dev test test-unit test-e2e test-reliability lint format schemas bench clean tools chart deploy-sync test-deploy
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
@@ -20,14 +20,17 @@ install: $(UV) ## install every package of the workspace (uv, one lock file)
 dev: install ## run the whole system on the embedded defaults (Ctrl-C stops it)
 	.venv/bin/notify-dev
 
-test: install tools ## the whole suite, as CI runs it
-	.venv/bin/pytest $(PYTEST_ARGS)
+test: install tools ## the whole suite, as CI runs it (minutes-long fault cases: test-reliability)
+	.venv/bin/pytest -m "not long" --durations=25 $(PYTEST_ARGS)
 
 test-unit: install ## tests that need no broker or database
 	.venv/bin/pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
 test-e2e: install ## every service as a process, driven from outside
 	.venv/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+test-reliability: install tools ## faults, bad input and abuse; report in test-output/reliability/
+	.venv/bin/pytest -m reliability $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
 	.venv/bin/ruff check .

@@ -302,7 +302,8 @@ def test_services_get_the_secrets_they_need(manifests: dict[str, list[dict[str, 
             e["name"] for e in deployments[name]["spec"]["template"]["spec"]["containers"][0]["env"]
         }
 
-    assert "NOTIFY_SERVICE_TOKENS" in env_of("notify-ingest")
+    # Ingest's database holds the rate-limit counters shared by its replicas.
+    assert {"NOTIFY_SERVICE_TOKENS", "NOTIFY_DATABASE_URL"} <= env_of("notify-ingest")
     assert {"NOTIFY_DATABASE_URL", "NOTIFY_JWT_SECRET"} <= env_of("notify-inbox")
     assert not env_of("notify-fanout") & SECRET_ENV
     for name, port in [
@@ -522,3 +523,27 @@ def test_topic_prefix_reaches_topics_and_consumer_groups() -> None:
 def test_strimzi_topics_need_a_cluster_name() -> None:
     with pytest.raises((helm.HelmValuesError, helm.HelmRenderError)):
         render_module().render({"kafkaTopics": {"enabled": True}})
+
+
+def test_a_templates_configmap_is_mounted_into_the_fanout_only() -> None:
+    values = render_module().merge_values(
+        everything_on_values(), {"templates": {"existingConfigMap": "my-templates"}}
+    )
+    docs = render_module().manifests(render_module().render(values))
+    deployments = of_kind(docs, "Deployment")
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        if name.endswith("fanout"):
+            assert env["NOTIFY_TEMPLATES_DIR"] == "/etc/notify/templates"
+            assert "/etc/notify/templates" in mounts
+            assert volumes["templates"]["configMap"]["name"] == "my-templates"
+        else:
+            assert "NOTIFY_TEMPLATES_DIR" not in env and "templates" not in volumes, name
+    # Without it, nothing is mounted anywhere.
+    plain = render_module().manifests(render_module().render(everything_on_values()))
+    for d in of_kind(plain, "Deployment").values():
+        assert "templates" not in {v["name"] for v in d["spec"]["template"]["spec"]["volumes"]}

@@ -3,6 +3,7 @@ driven over HTTP like an upstream app, a user and an operator would."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -92,16 +93,22 @@ def wait_stable(read: Callable[[], float], *, quiet: float, timeout: float, what
     raise AssertionError(f"{what} still changing after {timeout}s")
 
 
-@pytest.fixture(scope="module")
-def stack(request, broker, postgres_server) -> Iterator[Stack]:
-    name, db_url = new_database(postgres_server)
+@contextlib.contextmanager
+def open_stack(
+    broker: infra.Broker,
+    database_url: str,
+    *,
+    log_dir: Path,
+    services: tuple[str, ...] = ("ingest", "inbox", "fanout"),
+    env_extra: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Every named service as a process on a fresh topic namespace of `broker` and on the
+    (migrated) database at `database_url`; all stopped on exit."""
     prefix = f"e{uuid.uuid4().hex[:8]}."
     ensure_topics(CommonSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix))
-    env = test_env(broker=broker, database_url=db_url, topic_prefix=prefix)
+    env = test_env(broker=broker, database_url=database_url, topic_prefix=prefix)
     env["NOTIFY_SERVICE_TOKENS"] = f"upstream:{SERVICE_TOKEN}"
-    log_dir = OUTPUT / "e2e" / request.module.__name__.rsplit(".", 1)[-1]
-    # A module may ask for more services than the default three (STACK_SERVICES).
-    services = getattr(request.module, "STACK_SERVICES", ("ingest", "inbox", "fanout"))
+    env.update(env_extra or {})
     ports = {service: infra.free_port() for service in services}
     if "realtime" in services:
         # The inbox serves the page that streams from realtime: each must know the other.
@@ -117,4 +124,21 @@ def stack(request, broker, postgres_server) -> Iterator[Stack]:
         yield s
     finally:
         s.stop_all()
+
+
+@pytest.fixture(scope="module")
+def stack(request, broker, postgres_server) -> Iterator[Stack]:
+    """The module's stack: STACK_SERVICES (default ingest, inbox, fanout) with STACK_ENV
+    added to the environment, on a fresh database."""
+    name, db_url = new_database(postgres_server)
+    try:
+        with open_stack(
+            broker,
+            db_url,
+            log_dir=OUTPUT / "e2e" / request.module.__name__.rsplit(".", 1)[-1],
+            services=getattr(request.module, "STACK_SERVICES", ("ingest", "inbox", "fanout")),
+            env_extra=getattr(request.module, "STACK_ENV", {}),
+        ) as s:
+            yield s
+    finally:
         postgres_server.drop_database(name)

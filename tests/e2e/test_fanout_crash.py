@@ -37,6 +37,7 @@ def feed_message_ids(stack: Stack, user_id: str) -> list[str]:
                 return ids
 
 
+@pytest.mark.reliability
 def test_sigkill_fanout_mid_stream_loses_and_duplicates_nothing(stack: Stack):
     with stack.ingest() as ingest:
         for uid in USERS:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
 from notify_common.kafka.producer import EventProducer, PublishError
@@ -92,6 +93,48 @@ def test_flush_raises_when_writes_are_not_confirmed_in_time() -> None:
         with pytest.raises(PublishError, match="not confirmed"):
             producer.flush(timeout=0.5)
         assert time.monotonic() - started < 3
+    finally:
+        producer.close(timeout=0)
+
+
+def test_a_failure_fails_every_flush_marked_before_it_not_only_the_first() -> None:
+    """Two agents share the fanout's producer: a failed write must fail both their
+    flushes, never be "used up" by one while the other commits its batch."""
+    producer = dead_producer(**{"message.timeout.ms": 500})
+    topic = producer.settings.topic(topics.NOTIFICATIONS)
+    try:
+        mark_a = producer.failure_mark()
+        mark_b = producer.failure_mark()
+        producer.produce(topic, key="u1", value=b"{}", headers=[])
+        with pytest.raises(PublishError, match="1 events failed"):
+            producer.flush(timeout=10, since=mark_a)
+        with pytest.raises(PublishError, match="1 events failed"):
+            producer.flush(timeout=10, since=mark_b)
+        # A batch marked after the failure is not blamed for it.
+        producer.flush(timeout=10, since=producer.failure_mark())
+    finally:
+        producer.close(timeout=0)
+
+
+def test_a_fenced_producer_is_replaced_by_a_fresh_one() -> None:
+    """PRODUCER_FENCED (seen on the embedded broker after an outage) fails every later
+    write of that librdkafka producer: the next call uses a new one."""
+    producer = dead_producer(**{"message.timeout.ms": 500})
+    topic = producer.settings.topic(topics.NOTIFICATIONS)
+    resets = REGISTRY.get_sample_value("notify_kafka_producer_resets_total") or 0.0
+    try:
+        old = producer.raw
+        producer._on_error(KafkaError(KafkaError.PRODUCER_FENCED, "fenced"))
+        assert producer.renewals_pending
+        producer.produce(topic, key="u1", value=b"{}", headers=[])
+        assert producer.raw is not old
+        assert not producer.renewals_pending
+        assert REGISTRY.get_sample_value("notify_kafka_producer_resets_total") == resets + 1
+        # A retriable error (the broker is merely away) keeps the producer.
+        current = producer.raw
+        producer._on_error(KafkaError(KafkaError._TRANSPORT, "down"))
+        producer.produce(topic, key="u2", value=b"{}", headers=[])
+        assert producer.raw is current
     finally:
         producer.close(timeout=0)
 

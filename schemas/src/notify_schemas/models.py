@@ -156,6 +156,21 @@ class NotificationMetadata(_Event):
     is_mentioned: bool = False
 
 
+class NotificationAction(_Event):
+    """A button on the notification (push and email): opens `url` (a same-origin path) or
+    performs `action`, an API action the app knows (see notify_common.templates)."""
+
+    label: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+    action: Literal["mark_read"] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotificationAction:
+        if (self.url is None) == (self.action is None):
+            raise ValueError("exactly one of url or action is required")
+        return self
+
+
 class NotificationCreated(_Event):
     """One notification for one recipient (key: user_id)."""
 
@@ -175,6 +190,9 @@ class NotificationCreated(_Event):
     # its own; see docs/decisions/0005-push-delivery.md. Absent from older producers.
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     quiet_hours: QuietHours | None = None
+    # Rendered from the type's template with the title and body (absent from older
+    # producers): at most two, as browsers show.
+    actions: Annotated[list[NotificationAction], Field(max_length=2)] = []
 
 
 class DeliveryRecorded(_Event):
@@ -190,6 +208,44 @@ class DeliveryRecorded(_Event):
     # Web Push: which of the user's subscriptions this attempt went to (a user may have
     # several browsers, each with its own outcome). None on other channels.
     subscription_id: uuid.UUID | None = None
+
+
+class FanoutCompleted(_Event):
+    """The fanout finished expanding one source event (key: the message or announcement id).
+
+    One per source event, emitted after its notifications; a replayed source event emits the
+    same numbers again, so consumers upsert by `source_id`. `suppressed` counts the audience
+    members who got no notification, by reason (e.g. "not_entitled", "muted", "sender").
+    """
+
+    source_id: Id
+    kind: Literal["message", "announcement"]
+    recipients: int = Field(ge=0)
+    suppressed: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], int] = Field(
+        default_factory=dict
+    )
+    at: datetime
+
+
+class NotificationSuppressed(_Event):
+    """The fanout decided not to notify one candidate of a source event (key: user_id).
+
+    One per suppressed audience member, emitted with the source event's notifications (a
+    replay re-emits the same records, so consumers upsert by (source_id, user_id)). The
+    sender is never a candidate and has no record (FanoutCompleted counts it). `reason` is
+    one of the fanout's reasons: unknown_user, not_entitled, channel_muted, not_mentioned,
+    all_channels_off (a string, so that a new reason is not a new version).
+    """
+
+    source_id: Id
+    kind: Literal["message", "announcement"]
+    user_id: Id
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+    # None for an announcement to a list of users (no server) and for every announcement
+    # (no channel).
+    server_id: Id | None = None
+    channel_id: Id | None = None
+    at: datetime
 
 
 class ReadStateChanged(_Event):

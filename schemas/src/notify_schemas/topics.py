@@ -22,8 +22,12 @@ MEMBERSHIPS = "notify.memberships.v1"
 CHANNEL_PREFERENCES = "notify.channel-preferences.v1"
 USER_PREFERENCES = "notify.user-preferences.v1"
 NOTIFICATIONS = "notify.notifications.v1"
+# The priority lane (critical and high-priority notifications): docs/decisions/0010.
+NOTIFICATIONS_PRIORITY = "notify.notifications-priority.v1"
 DELIVERIES = "notify.deliveries.v1"
 READ_STATE = "notify.read-state.v1"
+FANOUT_RESULTS = "notify.fanout-results.v1"
+SUPPRESSIONS = "notify.suppressions.v1"
 DLQ = "notify.dlq.v1"
 
 

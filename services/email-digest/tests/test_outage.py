@@ -35,6 +35,7 @@ def _attempts(db: Db, notification_id: object) -> int:
     )
 
 
+@pytest.mark.reliability
 def test_smtp_down_then_up_every_mail_is_retried_and_delivered_once(
     start_service: Callable[..., Any],
     settings: EmailDigestSettings,

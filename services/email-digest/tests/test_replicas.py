@@ -72,6 +72,7 @@ def test_two_processes_running_the_same_digest_run_send_one_digest_per_user(
     assert db.items("sent") == 2 * len(users)
 
 
+@pytest.mark.reliability
 def test_a_run_killed_mid_way_loses_nothing_and_repeats_at_most_the_mail_in_flight(
     start_service: Callable[..., Any], env: dict[str, str], kafka: Kafka, db: Db
 ) -> None:

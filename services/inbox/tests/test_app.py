@@ -40,7 +40,14 @@ def test_the_app_feeds_notifications_and_publishes_preferences(
         assert "notify_inbox_persisted_total" in exposed
         assert "notify_outbox_published_total" in exposed
         workers = app.state.workers.threads
-        assert {t.name for t in workers} == {"outbox-relay", "feed-consumer"}
+        assert {t.name for t in workers} == {
+            "outbox-relay",
+            "feed-consumer",
+            "feed-consumer-priority",
+            "dlq-consumer",
+            "status-consumer",
+            "suppression-retention",
+        }
     # Leaving the app drained both workers.
     assert not any(t.is_alive() for t in workers)
 
@@ -89,6 +96,14 @@ def test_the_api_is_documented_under_v1_with_bearer_auth(api):
         "/v1/push/subscriptions",
         "/v1/push/subscriptions/{subscription_id}",
         "/v1/email/unsubscribe",
+        "/v1/admin/dlq",
+        "/v1/admin/dlq/stats",
+        "/v1/admin/dlq/requeue",
+        "/v1/admin/dlq/{entry_id}/requeue",
+        "/v1/admin/messages/{message_id}",
+        "/v1/admin/messages/{message_id}/suppressions",
+        "/v1/admin/users/{user_id}/suppressions",
+        "/v1/admin/stats",
     }
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 

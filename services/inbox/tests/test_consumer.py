@@ -52,6 +52,7 @@ def test_every_notification_is_stored_once_when_delivered_twice(
     assert by_user == [str(e.notification_id) for e in events if e.user_id == "u-3"]
 
 
+@pytest.mark.reliability
 def test_poison_messages_are_dead_lettered_and_consumption_goes_on(
     running_consumer, settings, publish, notification, engine, read_topic, wait_until
 ):

@@ -22,6 +22,15 @@ HTTP_DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+# --- rate limits (notify_common.ratelimit; ingest per service token, inbox and realtime
+# per user) ---------------------------------------------------------------------------------
+# counter: requests refused with 429 because their key was over its limit
+RATE_LIMITED = Counter("notify_rate_limited_total", "Requests refused by a rate limit", ["service"])
+# counter: rate-limit checks that could not reach the shared store (the request was allowed)
+RATE_LIMIT_STORE_ERRORS = Counter(
+    "notify_rate_limit_store_errors_total", "Rate-limit checks that failed open", ["service"]
+)
+
 # --- Kafka consumers (the shared runner) -----------------------------------------------
 # counter: messages consumed, by consumer group and topic, whatever their outcome
 CONSUMED = Counter("notify_consumer_messages_total", "Messages consumed", ["group", "topic"])
@@ -50,7 +59,8 @@ PUBLISHED = Counter("notify_published_events_total", "Events published", ["topic
 # --- ingest ---------------------------------------------------------------------------
 # counter: upstream requests accepted (202/204) by kind
 INGEST_ACCEPTED = Counter("notify_ingest_accepted_total", "Upstream events accepted", ["kind"])
-# counter: upstream requests rejected by reason (auth|validation|too_large|unavailable)
+# counter: upstream requests rejected by reason
+# (auth|forbidden|rate_limited|validation|malformed|unavailable)
 INGEST_REJECTED = Counter("notify_ingest_rejected_total", "Upstream requests rejected", ["reason"])
 
 # --- fanout ---------------------------------------------------------------------------
@@ -74,6 +84,28 @@ OUTBOX_BACKLOG = Gauge("notify_outbox_backlog", "Outbox rows waiting to be publi
 OUTBOX_PUBLISHED = Counter("notify_outbox_published_total", "Outbox rows published")
 # counter: deliveries recorded, by channel and outcome
 DELIVERIES = Counter("notify_deliveries_total", "Delivery outcomes", ["channel", "outcome"])
+# counter: dead letters from notify.dlq.v1 newly recorded for the admin API (redeliveries
+# of an already recorded one not counted), by the contract name of the original topic
+ADMIN_DLQ_RECORDED = Counter(
+    "notify_admin_dlq_recorded_total", "Dead letters recorded by the inbox", ["topic"]
+)
+# counter: dead letters republished to their original topic by an admin requeue
+ADMIN_DLQ_REQUEUED = Counter(
+    "notify_admin_dlq_requeued_total", "Dead letters requeued to their topic", ["topic"]
+)
+# counter: fanout summaries (notify.fanout-results.v1) stored, by source kind
+ADMIN_FANOUT_RESULTS = Counter(
+    "notify_admin_fanout_results_total", "Fanout summaries recorded", ["kind"]
+)
+# counter: suppression log rows written (new or updated; a replay counts again), by level:
+# fanout (nobody notified: notify.suppressions.v1) or channel (a held or dropped delivery)
+ADMIN_SUPPRESSIONS = Counter(
+    "notify_admin_suppressions_total", "Suppression log rows recorded", ["level"]
+)
+# counter: suppression log rows deleted after the retention period
+ADMIN_SUPPRESSIONS_EXPIRED = Counter(
+    "notify_admin_suppressions_expired_total", "Suppression log rows past retention deleted"
+)
 
 # --- realtime ------------------------------------------------------------------------
 # gauge: open SSE streams on this realtime process
@@ -182,6 +214,14 @@ EMAIL_DIGEST_RUNS = Counter("notify_email_digest_runs_total", "Digest scheduler 
 # counter: one-click unsubscribes (inbox), by result (ok|refused)
 EMAIL_UNSUBSCRIBES = Counter("notify_email_unsubscribes_total", "Unsubscribe requests", ["result"])
 
+# counter: scheduled announcements by action (scheduled|released|cancelled)
+SCHEDULED_ANNOUNCEMENTS = Counter(
+    "notify_scheduled_announcements_total", "Scheduled announcements", ["action"]
+)
+# counter: producers replaced after a fatal librdkafka error (e.g. fenced idempotent producer)
+PRODUCER_RESETS = Counter(
+    "notify_kafka_producer_resets_total", "Kafka producers recreated after a fatal error"
+)
 # counter: source-stream gaps the fanout found and repaired by reading the range directly
 # (see notify_fanout/contiguity.py); any increase means the consumer skipped records
 FANOUT_GAPS_REPAIRED = Counter(

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,10 +33,11 @@ from notify_common import metrics
 from notify_common.kafka.codec import InvalidEvent, dead_letter_headers, decode
 from notify_common.kafka.producer import PublishError
 from notify_common.kafka.producer import base_topic as _base
+from notify_common.templates import TemplateError, TemplateRegistry
 from notify_fanout.contiguity import ContiguityGuard, read_range
 from notify_fanout.directory import Directory, MemberIndex, apply_membership
 from notify_fanout.output import NotificationOutput
-from notify_fanout.rules import Fanout
+from notify_fanout.rules import Fanout, Suppressed
 from notify_fanout.settings import FanoutSettings
 from notify_fanout.watchdog import StallWatch
 from notify_schemas import envelope, topics
@@ -68,6 +70,10 @@ def _use_fetch_wait(ms: int) -> None:
     Consumer.notify_original = base
 
     faust_aiokafka.aiokafka.AIOKafkaConsumer = Consumer
+
+
+class MisroutedEvent(ValueError):
+    """A source event on a partition other than its server's (wrong partitioner or key)."""
 
 
 def _consumer_view(consumer: Any, tp: TP) -> dict[str, Any]:
@@ -147,6 +153,8 @@ def build(settings: FanoutSettings) -> faust.App:
     index = MemberIndex()
 
     output = NotificationOutput(settings)
+    # Loaded (and checked) once at start: a broken override stops the worker here.
+    templates = TemplateRegistry.load(settings.templates_dir)
     fanout_ready = asyncio.Event()
     dlq_topic = settings.topic(topics.DLQ)
     all_models = {settings.topic(t.name): t.model for t in topics.all_topics().values()}
@@ -193,25 +201,37 @@ def build(settings: FanoutSettings) -> faust.App:
                 allow_tombstones=tombstones,
             )
         except InvalidEvent as exc:
-            output.producer.produce(
-                dlq_topic,
-                key=key,
-                value=value,
-                headers=dead_letter_headers(
-                    headers=headers,
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    group=settings.group(GROUP),
-                    exc=exc,
-                    attempts=1,
-                ),
-            )
-            metrics.DLQ_WRITES.labels(
-                group=GROUP, topic=_base(topic), error_class=type(exc).__name__
-            ).inc()
-            logger.warning("dead-lettered", topic=topic, offset=offset, reason=str(exc)[:200])
+            dead_letter(topic, partition, offset, key, value, headers, exc)
             return None
+
+    def dead_letter(
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        exc: Exception,
+    ) -> None:
+        """The record as received, to the DLQ with the reason (confirmed with the batch)."""
+        output.producer.produce(
+            dlq_topic,
+            key=key,
+            value=value,
+            headers=dead_letter_headers(
+                headers=headers,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                group=settings.group(GROUP),
+                exc=exc,
+                attempts=1,
+            ),
+        )
+        metrics.DLQ_WRITES.labels(
+            group=GROUP, topic=_base(topic), error_class=type(exc).__name__
+        ).inc()
+        logger.warning("dead-lettered", topic=topic, offset=offset, reason=str(exc)[:200])
 
     def decoded_or_dead(event: faust.EventT, *, tombstones: bool) -> Any:
         m = event.message
@@ -225,24 +245,25 @@ def build(settings: FanoutSettings) -> faust.App:
             tombstones=tombstones,
         )
 
-    async def confirm_outputs() -> None:
-        """Wait until every notification (and DLQ record) of the batch is confirmed."""
-        attempt = 0
-        while True:
-            try:
-                await asyncio.to_thread(output.flush)
-                return
-            except PublishError as exc:
-                attempt += 1
-                logger.warning("output not confirmed, retrying", error=str(exc), attempt=attempt)
-                await asyncio.sleep(min(10.0, 0.2 * 2**attempt))
-
     async def directory_stream(stream: faust.StreamT) -> AsyncIterator[Any]:
         async for event in stream.events():
+            mark = output.mark()
             decoded = decoded_or_dead(event, tombstones=True)
             if decoded is not None:
                 yield decoded
-        # DLQ records of directory topics are confirmed before Faust commits them.
+                continue
+            # Dead-lettered: confirm the DLQ record before Faust may commit past it (a rare
+            # path; the flush also waits for whatever else the producer holds). A failed
+            # write is written again.
+            while True:
+                try:
+                    await asyncio.to_thread(output.flush, since=mark)
+                    break
+                except PublishError as exc:
+                    logger.warning("dead letter not confirmed, retrying", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    mark = output.mark()
+                    decoded_or_dead(event, tombstones=True)
 
     @app.agent(users_topic)
     async def on_user(stream: faust.StreamT) -> None:
@@ -306,6 +327,12 @@ def build(settings: FanoutSettings) -> faust.App:
         return int(offset) if offset is not None else None
 
     guard = ContiguityGuard(baseline=committed)
+    partitioner = DefaultPartitioner()
+    all_partitions = list(range(partitions))
+
+    def partition_of(server_id: str) -> int:
+        return int(partitioner(server_id.encode(), all_partitions, all_partitions))
+
     watch = StallWatch(stall_after_s=settings.fanout_stall_after_s)
     source_topics = {messages_topic.get_topic_name(), announcements_topic.get_topic_name()}
 
@@ -323,12 +350,96 @@ def build(settings: FanoutSettings) -> faust.App:
     def fan_out(kind: str, fan: Fanout, suppressed: Counter[str], decoded: Any) -> int:
         if decoded is None:
             return 0
-        output.begin(
-            decoded.headers.get(envelope.CORRELATION_HEADER) or decoded.headers.get("ce_id")
+        correlation_id = decoded.headers.get(envelope.CORRELATION_HEADER) or decoded.headers.get(
+            "ce_id"
         )
+        output.begin(correlation_id)
+        # Who was not notified and why, per source event: one record per suppressed user
+        # (the suppression log) and the counts for its summary (admin message status),
+        # then added to the batch's counts for the metrics.
+        own = Suppressed()
+        event = decoded.event
         if kind == "message":
-            return fan.message(decoded.event, output.emit, suppressed)
-        return fan.announcement(decoded.event, output.emit, suppressed)
+            emitted = fan.message(event, output.emit, own, output.emit_priority)
+            source_id, channel_id = event.message_id, event.channel_id
+        else:
+            emitted = fan.announcement(event, output.emit, own, output.emit_priority)
+            source_id, channel_id = event.announcement_id, None
+        counts = own.counts()
+        suppressed.update(counts)
+        output.suppressions(
+            source_id=source_id,
+            kind=kind,
+            server_id=event.server_id,
+            channel_id=channel_id,
+            users=own.users,
+            correlation_id=correlation_id,
+        )
+        output.summary(
+            source_id=source_id,
+            kind=kind,
+            recipients=emitted,
+            suppressed=counts,
+            correlation_id=correlation_id,
+        )
+        # One line per source event (never per recipient): ids and counts, never content.
+        logger.info(
+            "fanned out",
+            kind=kind,
+            source_id=source_id,
+            correlation_id=correlation_id,
+            recipients=emitted,
+        )
+        return emitted
+
+    def fan_out_record(
+        kind: str,
+        fan: Fanout,
+        suppressed: Counter[str],
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+    ) -> int:
+        """Decode one source record and fan it out; a record that cannot be decoded, or
+        whose notification text cannot be rendered (a template variable without a value),
+        goes to the DLQ with the reason instead of reaching anyone half-done."""
+        decoded = decode_or_dead(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
+            tombstones=False,
+        )
+        if decoded is not None:
+            server_id = getattr(decoded.event, "server_id", None)
+            if server_id is not None and partition != partition_of(server_id):
+                # The server's members live on the partition the murmur2 partitioner picks;
+                # anywhere else the worker may hold none of them and would notify nobody.
+                dead_letter(
+                    topic,
+                    partition,
+                    offset,
+                    key,
+                    value,
+                    headers,
+                    MisroutedEvent(
+                        f"server {server_id!r} belongs on partition {partition_of(server_id)}, "
+                        f"not {partition}: produce with the key server_id and the murmur2 "
+                        "partitioner (the Java client's default; librdkafka: murmur2_random)"
+                    ),
+                )
+                return 0
+        try:
+            return fan_out(kind, fan, suppressed, decoded)
+        except TemplateError as exc:
+            dead_letter(topic, partition, offset, key, value, headers, exc)
+            return 0
 
     async def fan_out_batches(stream: faust.StreamT, kind: str) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]
@@ -342,10 +453,9 @@ def build(settings: FanoutSettings) -> faust.App:
 
     async def fan_out_batch(events: list[faust.EventT], kind: str) -> None:
         started = time.perf_counter()
-        suppressed: Counter[str] = Counter()
-        emitted = 0
-        fan = Fanout(directory())
-
+        # The batch's source records in order, with any skipped range read back in front of
+        # the record after it (see contiguity.py).
+        records: list[dict[str, Any]] = []
         done: dict[TP, int] = {}
         for event in events:
             m = event.message
@@ -366,23 +476,47 @@ def build(settings: FanoutSettings) -> faust.App:
                     end=gap.end,
                     records=len(missed),
                 )
-                for r in missed:
-                    emitted += fan_out(
-                        kind,
-                        fan,
-                        suppressed,
-                        decode_or_dead(
-                            topic=r.topic() or "",
-                            partition=r.partition() or 0,
-                            offset=r.offset() or 0,
-                            key=r.key(),
-                            value=r.value(),
-                            headers=r.headers(),
-                            tombstones=False,
-                        ),
-                    )
-            emitted += fan_out(kind, fan, suppressed, decoded_or_dead(event, tombstones=False))
-        await confirm_outputs()
+                records += [
+                    {
+                        "topic": r.topic() or "",
+                        "partition": r.partition() or 0,
+                        "offset": r.offset() or 0,
+                        "key": r.key(),
+                        "value": r.value(),
+                        "headers": r.headers(),
+                    }
+                    for r in missed
+                ]
+            records.append(
+                {
+                    "topic": m.topic,
+                    "partition": m.partition,
+                    "offset": m.offset,
+                    "key": m.key,
+                    "value": m.value,
+                    "headers": m.headers,
+                }
+            )
+        attempt = 0
+        while True:
+            suppressed: Counter[str] = Counter()
+            fan = Fanout(directory(), templates)
+            mark = output.mark()
+            emitted = sum(fan_out_record(kind, fan, suppressed, **r) for r in records)
+            try:
+                await asyncio.to_thread(output.flush, since=mark)
+                break
+            except PublishError as exc:
+                # Some outputs failed and are gone from the producer: flushing again would
+                # confirm nothing. Fan the whole batch out again (same notification ids, so
+                # what did arrive is de-duplicated downstream) until all are confirmed.
+                attempt += 1
+                logger.warning(
+                    "batch outputs not confirmed; fanning it out again",
+                    error=str(exc),
+                    attempt=attempt,
+                )
+                await asyncio.sleep(min(10.0, 0.2 * 2**attempt))
         await commit_sources(done)
         metrics.FANOUT_EVENTS.labels(kind=kind).inc(len(events))
         metrics.FANOUT_RECIPIENTS.inc(emitted)

@@ -55,8 +55,10 @@ class PushSenderSettings(DatabaseSettings, PushEndpointSettings):
     # A claimed push must finish within this lease, or another claim takes it over (crash).
     push_lease_s: float = Field(default=60.0, gt=0)
     # Retries of 5xx, timeouts, connection errors and 429: attempts in all, then dead-letter.
-    push_max_attempts: int = Field(default=6, ge=1, le=50)
-    push_retry_base_s: float = Field(default=1.0, gt=0)
+    # The defaults retry for about four minutes (2, 4, 8 … 128 s, with jitter), so a push
+    # service that fails for a minute or two costs no push (tests/reliability).
+    push_max_attempts: int = Field(default=8, ge=1, le=50)
+    push_retry_base_s: float = Field(default=2.0, gt=0)
     push_retry_cap_s: float = Field(default=300.0, gt=0)
     # A Retry-After beyond this is treated as this (a TTL usually runs out first anyway).
     push_retry_after_cap_s: float = Field(default=3600.0, gt=0)

@@ -113,6 +113,11 @@ class PushReceiver:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._waiting = 0
+        # An outage: until this monotonic time, every push is answered from _outage_replies
+        # in turn (each subscriber's own script resumes afterwards).
+        self._outage_until = 0.0
+        self._outage_replies: list[Reply] = []
+        self._outage_next = 0
 
     # --- subscribers ------------------------------------------------------------------
     def subscribe(
@@ -135,6 +140,18 @@ class PushReceiver:
 
     def delivered(self, token: str | None = None) -> list[PushRequest]:
         return [r for r in self.received(token) if r.delivered]
+
+    # --- outages ---------------------------------------------------------------------------
+    def fail_for(self, seconds: float, replies: list[Reply]) -> None:
+        """Answer every push with `replies` in turn (e.g. 500, 429 + Retry-After) for the
+        next `seconds`, as a push service in trouble would."""
+        self._outage_replies = list(replies)
+        self._outage_next = 0
+        self._outage_until = time.monotonic() + seconds
+
+    @property
+    def failing(self) -> bool:
+        return time.monotonic() < self._outage_until
 
     # --- holding answers back ------------------------------------------------------------
     def hold(self) -> None:
@@ -194,7 +211,11 @@ class PushReceiver:
         body = await request.read()
         if sub is None:
             return web.Response(status=404)
-        reply = sub.script.pop(0) if len(sub.script) > 1 else sub.script[0]
+        if self.failing:
+            reply = self._outage_replies[self._outage_next % len(self._outage_replies)]
+            self._outage_next += 1
+        else:
+            reply = sub.script.pop(0) if len(sub.script) > 1 else sub.script[0]
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         assert self._gate is not None

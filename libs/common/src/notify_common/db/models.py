@@ -195,6 +195,12 @@ class PushDeliveryRow(Base):
             "not_before",
             postgresql_where=text("state IN ('queued', 'inflight')"),
         ),
+        # The priority lane's due pushes, claimed first (0010-priority-lanes.md).
+        Index(
+            "ix_push_deliveries_due_high",
+            "not_before",
+            postgresql_where=text("state IN ('queued', 'inflight') AND urgency = 'high'"),
+        ),
         Index("ix_push_deliveries_subscription", "subscription_id"),
         Index("ix_push_deliveries_created", "created_at"),
         Index("ix_push_deliveries_event_pending", "id", postgresql_where=text("event_pending")),
@@ -379,3 +385,169 @@ class EmailSigningKeyRow(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- Admin: dead letters, fanout results, delivery outcomes (migration 0004_admin) ---------
+
+# Message status looks notifications up by their source message or announcement (JSONB
+# metadata), and the stats count recent inserts.
+Index("ix_notifications_message_id", Notification.meta["message_id"].astext)
+Index("ix_notifications_announcement_id", Notification.meta["announcement_id"].astext)
+Index("ix_notifications_inserted_at", Notification.inserted_at)
+
+
+class DlqEntryRow(Base):
+    """One dead-lettered record read from notify.dlq.v1 (any consumer's), for the admin API.
+
+    Unique on where the original came from (topic, partition, offset, consumer group): a
+    redelivered DLQ record, or the same record dead-lettered twice by one group, is one
+    entry. `requeue_count` > 0 once the original was republished to its topic.
+    """
+
+    __tablename__ = "dlq_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    original_topic: Mapped[str] = mapped_column(Text)
+    original_partition: Mapped[int] = mapped_column(Integer)
+    original_offset: Mapped[int] = mapped_column(BigInteger)
+    consumer_group: Mapped[str] = mapped_column(Text)
+    key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The original's headers (dlq_* ones excluded) as text: CloudEvents binary-mode headers
+    # are text; anything else is stored with replacement characters.
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    error_class: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Where the dead letter itself sits on notify.dlq.v1.
+    dlq_partition: Mapped[int] = mapped_column(Integer)
+    dlq_offset: Mapped[int] = mapped_column(BigInteger)
+    dead_lettered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requeue_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "original_topic",
+            "original_partition",
+            "original_offset",
+            "consumer_group",
+            name="uq_dlq_entries_origin",
+        ),
+    )
+
+
+class FanoutResultRow(Base):
+    """The fanout's summary of one source event (notify.fanout-results.v1), latest wins."""
+
+    __tablename__ = "fanout_results"
+
+    source_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)  # message | announcement
+    recipients: Mapped[int] = mapped_column(Integer)
+    suppressed: Mapped[dict[str, int]] = mapped_column(JSONB)  # reason -> count
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class DeliveryOutcomeRow(Base):
+    """The latest outcome of a notification on one channel (notify.deliveries.v1)."""
+
+    __tablename__ = "delivery_outcomes"
+
+    notification_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class RateLimitRow(Base):
+    """One fixed-window request counter per key ("user:<id>", "service:<name>"), shared by
+    every replica (notify_common.ratelimit). A row whose window has ended is only reused or
+    swept: it says nothing any more."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    hits: Mapped[int] = mapped_column(Integer)
+
+
+class SuppressionRow(Base):
+    """The suppression log: one decision not to notify someone, with its reason.
+
+    `channel` "*" is the fanout's decision (no notification at all; notify.suppressions.v1);
+    a channel name is a sender's decision about one notification on that channel (held or
+    dropped: outcome suppressed or deferred on notify.deliveries.v1), the latest one kept.
+    One row per (notification_id, channel): notification_id = uuid5(source_id, user_id), so
+    one per (source, user, channel) however often a record is redelivered or replayed.
+    `source_id` is known for the fanout's rows; a channel's row finds it through its
+    notification. Rows older than NOTIFY_SUPPRESSION_RETENTION_DAYS are deleted.
+    """
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    channel: Mapped[str] = mapped_column(Text)  # "*" | in_app | push | email
+    user_id: Mapped[str] = mapped_column(Text)
+    source_id: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(Text)  # message | announcement
+    server_id: Mapped[str | None] = mapped_column(Text)
+    channel_id: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)  # suppressed | deferred
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (
+        UniqueConstraint("notification_id", "channel", name="uq_suppressions_decision"),
+        # A user's log, newest first (keyset pagination on (at, id)).
+        Index("ix_suppressions_user_id_at_id", "user_id", "at", "id"),
+        Index("ix_suppressions_source_id", "source_id"),
+    )
+
+
+# --- ingest: scheduled announcements --------------------------------------------------------
+
+
+class ScheduledAnnouncementRow(Base):
+    """An announcement with a future send_at, held until then (notify_ingest.schedule).
+
+    `state`: scheduled (waiting), released (published to notify.announcement-requested.v1),
+    cancelled (by DELETE /v1/announcements/{id} before send_at). `event` is the
+    AnnouncementRequested as accepted; it is published unchanged, with the event id ingest
+    gives every announcement, so a release repeated after a crash is the same event."""
+
+    __tablename__ = "scheduled_announcements"
+
+    announcement_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    event: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    kafka_key: Mapped[str] = mapped_column(Text)
+    correlation_id: Mapped[str | None] = mapped_column(Text)
+    send_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ix_scheduled_announcements_due",
+            "send_at",
+            postgresql_where=text("state = 'scheduled'"),
+        ),
+    )
