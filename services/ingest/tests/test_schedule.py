@@ -113,8 +113,9 @@ def test_survives_a_restart_and_two_replicas_release_each_once(broker, topic_pre
 def test_without_a_database_scheduling_is_refused_with_the_reason(broker, topic_prefix):
     with TestClient(build_app(settings_for(broker, topic_prefix, None))) as c:
         r = c.post("/v1/announcements", json=announcement("x", 60), headers=AUTH)
-        assert r.status_code == 501
+        assert r.status_code == 422
         assert "NOTIFY_DATABASE_URL" in r.json()["detail"]
+        assert c.get("/v1/announcements/x", headers=AUTH).status_code == 404
         # Sending now still works.
         now = {**announcement("y", 0), "send_at": None}
         assert c.post("/v1/announcements", json=now, headers=AUTH).status_code == 202

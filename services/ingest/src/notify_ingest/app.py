@@ -292,10 +292,12 @@ def build_app(
         metrics.INGEST_ACCEPTED.labels(kind="announcement").inc()
         return Accepted(event_id=event_id)
 
-    def scheduling_db() -> Engine:
+    def scheduling_db(*, lookup: bool = False) -> Engine:
         if db is None:
+            if lookup:  # nothing can have been scheduled here
+                raise HTTPException(404, "no scheduled announcement with this id")
             raise HTTPException(
-                501,
+                422,
                 "scheduled announcements need a database: this ingest has no "
                 "NOTIFY_DATABASE_URL (send without send_at, or configure one)",
             )
@@ -313,14 +315,14 @@ def build_app(
     @app.get(
         "/v1/announcements/{announcement_id}",
         response_model=ScheduledOut,
-        responses={404: {"description": "no scheduled announcement with this id"}},
+        responses={**REJECTED, 404: {"description": "no scheduled announcement with this id"}},
         tags=["events"],
     )
     async def get_scheduled_announcement(
         announcement_id: PathId, _c: AnnouncementsCaller
     ) -> ScheduledOut:
         """The state of a scheduled announcement: scheduled, released or cancelled."""
-        found = await asyncio.to_thread(schedule.get, scheduling_db(), announcement_id)
+        found = await asyncio.to_thread(schedule.get, scheduling_db(lookup=True), announcement_id)
         if found is None:
             raise HTTPException(404, "no scheduled announcement with this id")
         return scheduled_out(found)
@@ -329,6 +331,7 @@ def build_app(
         "/v1/announcements/{announcement_id}",
         response_model=ScheduledOut,
         responses={
+            **REJECTED,
             404: {"description": "no scheduled announcement with this id"},
             409: {"description": "already released: too late to cancel"},
         },
@@ -338,7 +341,9 @@ def build_app(
         announcement_id: PathId, _c: AnnouncementsCaller
     ) -> ScheduledOut:
         """Cancel a scheduled announcement before its send_at (idempotent)."""
-        found = await asyncio.to_thread(schedule.cancel, scheduling_db(), announcement_id)
+        found = await asyncio.to_thread(
+            schedule.cancel, scheduling_db(lookup=True), announcement_id
+        )
         if found is None:
             raise HTTPException(404, "no scheduled announcement with this id")
         if found.state == "released":
